@@ -1,0 +1,4 @@
+"""`python -m modelarts_mnist` runs the CLI."""
+from .cli import main
+
+main()
