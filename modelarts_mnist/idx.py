@@ -74,25 +74,41 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def read_images(path: str | os.PathLike) -> np.ndarray:
     """Read an images file: uint8 [N, 28, 28]."""
-    array = read_idx(path)
-    if array.ndim != 3:
-        raise DataError(f"{path}: not an images file (magic {LABELS_MAGIC} is for labels)")
-    if array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise DataError(f"{path}: images are {array.shape[1]}x{array.shape[2]}, expected 28x28")
-    return array
+    return check_images(read_idx(path), str(path))
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:
     """Read a labels file: uint8 [N], each 0-9."""
-    array = read_idx(path)
+    return check_labels(read_idx(path), str(path))
+
+
+def check_images(array: np.ndarray, name: str) -> np.ndarray:
+    """Return `array` if it is an images array [N, 28, 28]; DataError naming `name` otherwise."""
+    if array.ndim != 3:
+        raise DataError(f"{name}: not an images file (magic {LABELS_MAGIC} is for labels)")
+    if array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise DataError(f"{name}: images are {array.shape[1]}x{array.shape[2]}, expected 28x28")
+    return array
+
+
+def check_labels(array: np.ndarray, name: str) -> np.ndarray:
+    """Return `array` if it is a labels array [N] of digits 0-9; DataError naming `name` otherwise."""
     if array.ndim != 1:
-        raise DataError(f"{path}: not a labels file (magic {IMAGES_MAGIC} is for images)")
+        raise DataError(f"{name}: not a labels file (magic {IMAGES_MAGIC} is for images)")
     bad = np.flatnonzero(array > 9)
     if bad.size:
         raise DataError(
-            f"{path}: {bad.size} labels outside 0-9 (first at index {bad[0]}: {array[bad[0]]})"
+            f"{name}: {bad.size} labels outside 0-9 (first at index {bad[0]}: {array[bad[0]]})"
         )
     return array
+
+
+def check_counts(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str) -> None:
+    """DataError naming both files unless there is one label per image."""
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_name} has {len(images)} images but {labels_name} has {len(labels)} labels"
+        )
 
 
 def encode(array: np.ndarray) -> bytes:
@@ -132,8 +148,5 @@ def read_split(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.nd
     images_path = find_file(folder, images_name)
     labels_path = find_file(folder, labels_name)
     images, labels = read_images(images_path), read_labels(labels_path)
-    if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
-        )
+    check_counts(images, labels, str(images_path), str(labels_path))
     return images, labels
