@@ -1,0 +1,148 @@
+"""The local online service: ModelArts' inference API (`POST /`), `/health`, and the /ui page."""
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from flask import Flask, Request, Response, redirect, request
+from werkzeug.exceptions import MethodNotAllowed
+
+from ..errors import InferenceFailed, MnistSdkError, PayloadTooLarge, Unauthorized
+from .errors import TOO_LARGE, register_error_handlers
+from .info import describe_model
+from .loading import WARMUP_KEY, ModelSlot, limit_tf_threads, warm_up
+from .requests import parse_request
+from .ui import create_ui_blueprint
+
+SLOT_KEY = "modelarts_mnist.slot"
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+@dataclass
+class ServeConfig:
+    """How the service runs; read once when the app is built, never per request."""
+
+    model_dir: Path | None = None
+    model_name: str = "mnist"
+    max_body_bytes: int = 12 * 1024 * 1024  # ModelArts' API gateway limit
+    auth_token: str | None = None
+    load_in_background: bool = True  # False: create_app returns only once the model is warm
+    tf_threads: int | None = None  # TensorFlow intra/inter-op pool size; None keeps TF's default
+
+
+def create_app(service: Any = None, config: ServeConfig | None = None, *,
+               loader: Callable[[ServeConfig], Any] | None = None) -> Flask:
+    """Build the app around `service`, or around the package in config.model_dir (loaded by loader)."""
+    config = config or ServeConfig()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # ModelArts answers UTF-8 as is
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the order user code chose
+    slot = app.extensions[SLOT_KEY] = ModelSlot(service)
+    register_error_handlers(app)
+    add_guards(app, config)
+    add_routes(app, slot)
+    app.register_blueprint(create_ui_blueprint(
+        partial(describe_service, config, slot), lambda data: slot.get()._preprocess(data)))
+    if service is None:
+        start_loading(app, slot, config, loader or load_package)
+    return app
+
+
+def add_guards(app: Flask, config: ServeConfig) -> None:
+    """Refuse over-size and unauthenticated POSTs before their body is read."""
+    token = config.auth_token.encode() if config.auth_token else None
+    limit = config.max_body_bytes
+
+    @app.before_request
+    def guard() -> None:
+        if request.method == "POST":
+            check_length(request, limit)
+            if token is not None:
+                check_token(request, token)
+
+
+def add_routes(app: Flask, slot: ModelSlot) -> None:
+    """POST / (inference), GET /health, and GET / (browsers go to the page)."""
+
+    @app.post("/")
+    def predict() -> Response:
+        """ModelArts' inference API: the request's data through the service, answered as JSON."""
+        service = slot.get(warming=WARMUP_KEY in request.environ)
+        result = run_inference(service, parse_request(request))
+        return app.json.response(result)
+
+    @app.get("/health")
+    def health() -> Response:
+        """200 once the model is loaded and warmed up, 503 before."""
+        slot.get()
+        return app.json.response({"health": "true"})
+
+    @app.get("/")
+    def root() -> Response:
+        """Browsers are sent to the prediction page; other GETs get ModelArts' 405."""
+        if wants_html(request):
+            return redirect("/ui/", 302)
+        raise MethodNotAllowed(["POST"], "GET / is not an API: POST an image to / (or open /ui/)")
+
+
+def run_inference(service: Any, data: dict[str, Any]) -> Any:
+    """service.inference(data); a raw exception becomes InferenceFailed (400 Key/TypeError, else 500)."""
+    try:
+        return service.inference(data)
+    except MnistSdkError:
+        raise
+    except Exception as exc:  # user code (or an injected fake) raising: ModelArts' MR.0105 rule
+        status = 400 if isinstance(exc, (KeyError, TypeError)) else 500
+        raise InferenceFailed(f"{type(exc).__name__}: {exc}", http_status=status) from exc
+
+
+def check_length(req: Request, limit: int) -> None:
+    """PayloadTooLarge on a declared Content-Length over the limit (chunked bodies: MAX_CONTENT_LENGTH)."""
+    if req.content_length is not None and req.content_length > limit:
+        raise PayloadTooLarge(TOO_LARGE)
+
+
+def check_token(req: Request, token: bytes) -> None:
+    """Unauthorized unless X-Auth-Token matches (compared in constant time)."""
+    given = req.headers.get("X-Auth-Token", "").encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, token):
+        raise Unauthorized("missing or wrong X-Auth-Token" if given else "X-Auth-Token header is required")
+
+
+def wants_html(req: Request) -> bool:
+    """True when the client names HTML explicitly (a browser), not via */* (curl)."""
+    return any(kind in HTML_TYPES and quality > 0 for kind, quality in req.accept_mimetypes)
+
+
+def describe_service(config: ServeConfig, slot: ModelSlot) -> dict[str, Any]:
+    """What /ui/model.json shows: the package's description, or just the name for injected services."""
+    if config.model_dir is None:
+        return {"model_name": config.model_name, "ready": slot.ready}
+    return {**describe_model(config.model_dir, slot.service if slot.ready else None), "ready": slot.ready}
+
+
+def start_loading(app: Flask, slot: ModelSlot, config: ServeConfig,
+                  loader: Callable[[ServeConfig], Any]) -> None:
+    """Load and warm up the model, in the background or before returning (then failures raise)."""
+    load, warm = partial(loader, config), partial(warm_up, app, config.auth_token)
+    if config.load_in_background:
+        slot.fill_in_background(load, warm)
+        return
+    slot.fill(load, warm)
+    if slot.error is not None:
+        raise slot.error
+
+
+def load_package(config: ServeConfig) -> Any:
+    """The service of the package in config.model_dir, with TensorFlow's pools sized first."""
+    if config.model_dir is None:
+        raise ValueError("ServeConfig.model_dir is required when no service is given")
+    if config.tf_threads:
+        limit_tf_threads(config.tf_threads)
+    from ..loader import load_service
+
+    return load_service(config.model_dir, config.model_name)

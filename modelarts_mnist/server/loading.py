@@ -1,0 +1,94 @@
+"""The served model: loaded once (up front or in the background), warmed up, then handed to requests."""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from functools import lru_cache
+from typing import Any, Callable
+
+from ..errors import ModelNotReady
+
+logger = logging.getLogger(__name__)
+
+# Set only on the app's own warm-up requests (HTTP clients cannot set environ keys).
+WARMUP_KEY = "modelarts_mnist.warmup"
+WARMUP_ROUNDS = 3
+
+
+class ModelSlot:
+    """Holds the service; requests get it only once it is loaded and warmed up."""
+
+    def __init__(self, service: Any = None):
+        self.service = service
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        if service is not None:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        """True once the service answers real requests."""
+        return self._ready.is_set()
+
+    def get(self, *, warming: bool = False) -> Any:
+        """The service; ModelNotReady (503) while loading or after a failed load."""
+        if self._ready.is_set() or (warming and self.service is not None):
+            return self.service
+        if self.error is not None:
+            raise ModelNotReady(f"model failed to load: {self.error}")
+        raise ModelNotReady("model is loading; retry when GET /health answers 200")
+
+    def fill(self, load: Callable[[], Any], warm_up: Callable[[], None]) -> None:
+        """Load and warm up the service; a failure is logged and kept in .error, not raised."""
+        try:
+            self.service = load()
+            warm_up()
+        except Exception as exc:  # any load failure must reach /health and the runner, not vanish
+            self.error = exc
+            logger.error("model failed to load: %s", exc, exc_info=exc)
+            return
+        self._ready.set()
+        logger.info("model loaded and warmed up")
+
+    def fill_in_background(self, load: Callable[[], Any], warm_up: Callable[[], None]) -> threading.Thread:
+        """fill() in a daemon thread, so the server answers /health (503) meanwhile."""
+        thread = threading.Thread(target=self.fill, args=(load, warm_up), name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+
+def warm_up(app: Any, auth_token: str | None = None, rounds: int = WARMUP_ROUNDS) -> None:
+    """POST a generated digit through the whole app, so the first real request is already fast."""
+    client = app.test_client()
+    headers = {"X-Auth-Token": auth_token} if auth_token else {}
+    for _ in range(rounds):
+        response = client.post("/", data={"images": (io.BytesIO(digit_png()), "warmup.png")},
+                               headers=headers, environ_overrides={WARMUP_KEY: True})
+    if response.status_code != 200:
+        # The package may expect other input; the service still starts, as ModelArts' would.
+        logger.warning("warm-up request answered %d: %s", response.status_code,
+                       response.headers.get("X-Error-Detail", response.get_data(as_text=True)))
+
+
+@lru_cache(maxsize=1)
+def digit_png() -> bytes:
+    """A 28x28 PNG of a hand-drawn-looking 7, white on black like MNIST."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(image).line([(7, 7), (21, 7), (12, 22)], fill=255, width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def limit_tf_threads(threads: int) -> None:
+    """Size TensorFlow's thread pools; only possible before TensorFlow runs its first op."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialized in this process (tests): keep its pools
+        logger.debug("TensorFlow already initialized; thread pools left as they are")

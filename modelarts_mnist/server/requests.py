@@ -1,0 +1,78 @@
+"""Turn an HTTP request into the `data` ModelArts hands to `_preprocess` (pure, no Flask app needed)."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from werkzeug.datastructures import FileStorage
+from werkzeug.wrappers import Request
+
+from ..errors import InvalidInput
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def parse_request(request: Request) -> dict[str, Any]:
+    """The ModelArts data shape of a POST: a form as {field: {filename: BytesIO} | str}, or parsed JSON.
+
+    Raises:
+        InvalidInput: (MR.0101, 400) the body is neither a JSON object nor a form with fields.
+    """
+    mimetype = request.mimetype
+    try:
+        if request.is_json:
+            return parse_json(request.get_data(cache=False))
+        if mimetype in FORM_TYPES:
+            return parse_form(request)
+    except OSError as exc:  # a body cut short or too slow to arrive
+        raise InvalidInput(f"request body could not be read: {exc}") from exc
+    raise InvalidInput(f"request body must be JSON or a form (multipart/form-data), "
+                       f"got Content-Type {mimetype or 'none'!r}")
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Parse a JSON body, which must be an object (the shape user code indexes by field)."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"JSON body must be an object, got {type(data).__name__}")
+    return data
+
+
+def parse_form(request: Request) -> dict[str, Any]:
+    """Files as {field: {filename: BytesIO}}, then text fields and query parameters (files win)."""
+    data: dict[str, Any] = {}
+    for field, value in request.args.items():
+        data[field] = value
+    for field, value in request.form.items():
+        data[field] = value
+    for field, upload in request.files.items(multi=True):
+        files = data.get(field)
+        if not isinstance(files, dict):
+            files = data[field] = {}
+        files[unique_name(files, upload.filename or field)] = read_upload(upload)
+    if not request.form and not request.files:
+        raise InvalidInput("form body has no fields (is the multipart body complete, "
+                           "with the boundary its Content-Type names?)")
+    return data
+
+
+def read_upload(upload: FileStorage) -> io.BytesIO:
+    """The upload as a BytesIO at position 0 (werkzeug spools big parts to a temporary file)."""
+    stream = upload.stream
+    if isinstance(stream, io.BytesIO):
+        stream.seek(0)
+        return stream
+    return io.BytesIO(stream.read())
+
+
+def unique_name(files: dict[str, Any], filename: str) -> str:
+    """filename, or `filename (2)`... when the field already holds one of that name (e.g. `blob`)."""
+    name, n = filename, 1
+    while name in files:
+        n += 1
+        name = f"{filename} ({n})"
+    return name
