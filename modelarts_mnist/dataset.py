@@ -92,7 +92,7 @@ def prepare_dataset(
         found = read_source(source, staging / ".download", mirrors=mirrors)
         counts = check_found(found)
         if verify:
-            verify_canonical({n: f.raw for n, f in found.items()}, counts, canonical)
+            verify_canonical({n: f.raw for n, f in found.items()}, counts, canonical, source)
         shutil.rmtree(staging / ".download", ignore_errors=True)
         write_files(found, staging)
         publish(staging, out)
@@ -206,12 +206,14 @@ def download(url: str, dest: Path, *, timeout: float = TIMEOUT) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as sink:
             total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
             with progress(total, f"download {dest.name}", enabled=None if (total or 0) > LARGE else False) as bar:
                 while chunk := response.read(CHUNK):
                     sink.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
-            if total is not None and dest.stat().st_size != total:
-                raise DataError(f"{url}: download cut short at {dest.stat().st_size} of {total} bytes")
+            if total is not None and received != total:
+                raise DataError(f"{url}: download cut short at {received} of {total} bytes")
     except urllib.error.HTTPError as exc:
         raise DataError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
@@ -326,7 +328,9 @@ def digest_mismatches(raw: dict[str, bytes], canonical: Canonical = MNIST) -> li
     return problems
 
 
-def verify_canonical(raw: dict[str, bytes], counts: dict[str, int], canonical: Canonical = MNIST) -> None:
+def verify_canonical(
+    raw: dict[str, bytes], counts: dict[str, int], canonical: Canonical = MNIST, where: str = "the source"
+) -> None:
     """For a full-size set, DataError unless every decompressed file has the published digest."""
     if not is_full_size(counts, canonical):
         logger.info("not the full set (%s); checksums not checked", counts)
@@ -334,7 +338,7 @@ def verify_canonical(raw: dict[str, bytes], counts: dict[str, int], canonical: C
     problems = digest_mismatches(raw, canonical)
     if problems:
         raise DataError(
-            "not canonical MNIST (use --no-verify to accept it anyway):\n  " + "\n  ".join(problems)
+            f"{where}: not canonical MNIST (use --no-verify to accept it anyway):\n  " + "\n  ".join(problems)
         )
 
 
