@@ -163,3 +163,33 @@ def test_preview_error_from_unexpected_exception_is_500_with_modelarts_body():
     body = response.get_json()
     assert body.get("erno", body.get("error_code")) == "MR.0105"
     assert "disk on fire" in response.headers["X-Error-Detail"]
+
+
+class FakeService:
+    """A loaded service as create_app sees it: a _preprocess hook and inference()."""
+
+    model_name = "mnist"
+
+    def __init__(self):
+        self.preprocess = RecordingPreprocess()
+
+    def _preprocess(self, data):
+        return self.preprocess(data)
+
+    def inference(self, data):
+        return {"predicted_label": "1", "scores": [["1", "0.900"]]}
+
+
+def test_create_app_wires_preview_to_the_services_preprocess():
+    from modelarts_mnist.server.app import ServeConfig, create_app
+
+    service = FakeService()
+    client = create_app(service=service, config=ServeConfig()).test_client()
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 13:15] = 200
+    response = client.post("/ui/preview", data={"images": (io.BytesIO(png_bytes(digit)), "one.png")})
+    assert response.status_code == 200
+    assert np.array_equal(np.array(response.get_json()["images"][0]["pixels"]), digit)
+    assert list(service.preprocess.calls[0]["images"]) == ["one.png"]
+    assert client.get("/ui/model.json").get_json()["model_name"] == "mnist"
+    assert client.get("/", headers={"Accept": "text/html"}).headers["Location"].endswith("/ui/")

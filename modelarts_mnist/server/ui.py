@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,23 +11,23 @@ from flask import Blueprint, Response, jsonify, request
 from PIL import Image
 
 from ..errors import InferenceFailed, InvalidInput, MnistSdkError
-
-logger = logging.getLogger(__name__)
+from .errors import render_sdk_error
+from .requests import parse_request
 
 STATIC_DIR = Path(__file__).with_name("static")
 FIELD = "images"
 SIDE = 28
-DETAIL_LIMIT = 300
 
 
 def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
                         preprocess: Callable[[dict], dict] | None = None) -> Blueprint:
     """Build the /ui blueprint: the page, its static files, /ui/model.json and /ui/preview.
 
-    create_app registers it as::
+    create_app registers it as (the service may still be loading, hence the late lookups)::
 
         app.register_blueprint(create_ui_blueprint(
-            lambda: describe_model(config.model_dir, service), service._preprocess))
+            lambda: describe_model(config.model_dir, service),
+            lambda data: service._preprocess(data)))
 
     Args:
         model_info: returns the JSON served at GET /ui/model.json (see info.describe_model).
@@ -54,28 +53,27 @@ def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
         if preprocess is None:
             raise InvalidInput("preview: this service offers no preprocessing hook",
                                http_status=404, error_code="MR.0101")
-        return jsonify({"images": preview_images(request.files.getlist(FIELD), preprocess)})
+        return jsonify({"images": preview_images(parse_request(request), preprocess)})
 
-    bp.register_error_handler(MnistSdkError, render_error)
+    bp.register_error_handler(MnistSdkError, render_sdk_error)
     return bp
 
 
-def preview_images(files: list, preprocess: Callable[[dict], dict]) -> list[dict[str, Any]]:
-    """Feed files to preprocess in ModelArts' multipart shape; describe each model input image."""
-    if not files:
+def preview_images(data: dict[str, Any], preprocess: Callable[[dict], dict]) -> list[dict[str, Any]]:
+    """Run preprocess on a request's ModelArts data shape; describe each resulting model input."""
+    files = data.get(FIELD)
+    if not isinstance(files, dict) or not files:
         raise InvalidInput(f"preview: no file in the multipart field '{FIELD}'")
-    names = [f.filename or f"{FIELD}-{n}" for n, f in enumerate(files)]
-    data = {FIELD: {name: io.BytesIO(f.read()) for name, f in zip(names, files)}}
     try:
         arrays = to_squares(preprocess(data))
     except MnistSdkError:
         raise
     except (KeyError, TypeError, ValueError) as error:
         # The same exceptions make POST / answer 400 (ModelArts' rule for KeyError/TypeError).
-        raise InvalidInput(f"preview: {error}") from error
+        raise InvalidInput(f"preview: {type(error).__name__}: {error}") from error
     except Exception as error:
-        raise InferenceFailed(f"preview: preprocessing failed: {error}") from error
-    return [describe_square(name, square) for name, square in zip(names, arrays)]
+        raise InferenceFailed(f"preview: preprocessing failed: {type(error).__name__}: {error}") from error
+    return [describe_square(name, square) for name, square in zip(files, arrays)]
 
 
 def to_squares(model_input: dict[str, Any]) -> np.ndarray:
@@ -96,15 +94,3 @@ def describe_square(name: str, square: np.ndarray) -> dict[str, Any]:
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     return {"filename": name, "png": url, "pixels": pixels.tolist(),
             "min": float(square.min()), "max": float(square.max())}
-
-
-def render_error(error: MnistSdkError) -> Response:
-    """ModelArts-shaped error body, with the readable reason in X-Error-Detail."""
-    response = jsonify(error.to_dict())
-    response.status_code = error.http_status
-    # Headers are latin-1 on the wire: keep the detail to one ASCII line.
-    detail = " ".join(str(error).split()).encode("ascii", "backslashreplace").decode("ascii")
-    response.headers["X-Error-Detail"] = detail[:DETAIL_LIMIT]
-    if error.http_status >= 500:
-        logger.error("preview failed", exc_info=error)
-    return response

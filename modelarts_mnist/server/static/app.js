@@ -146,12 +146,12 @@
 
   // ---- showing results ---------------------------------------------------------------------
   function showAnswer(answer) {
-    $("raw").textContent = answer.body ? JSON.stringify(answer.body, null, 2) : answer.text || "(empty body)";
+    $("raw").textContent = answer.body ? formatJson(answer.body) : answer.text || "(empty body)";
     if (!answer.ok) {
       $("result").hidden = true;
       const [title, reason] = describeError(answer);
       showError(title, reason);
-      status(`Error: ${title}`);
+      status(`Prediction failed (HTTP ${answer.status}): ${reason}`);
       return;
     }
     const result = Array.isArray(answer.body) ? answer.body[0] : answer.body;
@@ -240,7 +240,10 @@
     try {
       const response = await fetch(modelUrl);
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      showModel(await response.json());
+      const info = await response.json();
+      showModel(info);
+      // The service loads its model in the background; ask again until it is ready.
+      if (info.ready === false) window.setTimeout(loadModel, 1000);
     } catch (error) {
       $("model-summary").textContent = `Model information unavailable (${error.message || error}).`;
       $("model").replaceChildren();
@@ -249,7 +252,7 @@
 
   function showModel(info) {
     const version = info.version || "unversioned folder";
-    const parts = [`Serving ${info.model_name || "model"} ${version}`];
+    const parts = [`Serving ${info.model_name || "model"} ${version}${info.ready === false ? " (still loading)" : ""}`];
     if (info.signature && info.signature.name) parts.push(`signature ${info.signature.name}`);
     if (info.metrics && typeof info.metrics.accuracy === "number") parts.push(`accuracy ${percent(info.metrics.accuracy)}`);
     $("model-summary").textContent = parts.join(" · ");
@@ -290,6 +293,18 @@
   function status(text) { $("status").textContent = text; }
   function percent(value) { return `${(Number(value) * 100).toFixed(1)}%`; }
   function formatBytes(n) { return n < 1024 ? `${n} B` : `${(n / 1024).toFixed(1)} KB`; }
+  function formatJson(value, indent = "") {
+    // Indented like JSON.stringify(value, null, 2), but arrays of plain values such as ["7", "0.982"] stay on one line.
+    if (value === null || typeof value !== "object") return JSON.stringify(value);
+    const flat = Array.isArray(value) && value.every((item) => item === null || typeof item !== "object");
+    if (flat) return JSON.stringify(value);
+    const inner = `${indent}  `;
+    const items = Array.isArray(value)
+      ? value.map((item) => inner + formatJson(item, inner))
+      : Object.entries(value).map(([key, item]) => `${inner}${JSON.stringify(key)}: ${formatJson(item, inner)}`);
+    const [open, close] = Array.isArray(value) ? ["[", "]"] : ["{", "}"];
+    return items.length ? `${open}\n${items.join(",\n")}\n${indent}${close}` : `${open}${close}`;
+  }
   function shellQuote(text) { return `'${text.replace(/'/g, "'\\''")}'`; }
 
   // ---- wiring ------------------------------------------------------------------------------
@@ -299,6 +314,7 @@
   pad.addEventListener("pointercancel", endStroke);
   $("clear").addEventListener("click", () => { clearPad(); $("file").value = ""; });
   $("predict").addEventListener("click", predict);
+  $("options").addEventListener("submit", (event) => { event.preventDefault(); predict(); });
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
   const zone = $("dropzone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
