@@ -1,0 +1,304 @@
+"""model/customize_service.py: request shapes, decoding, every mode, MNIST geometry, answers."""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelarts_mnist.artifacts import INFERENCE_CODE, artifact_path
+from modelarts_mnist.errors import InferenceFailed
+
+
+@pytest.fixture(scope="module")
+def cs():
+    """The inference code as a module, loaded from its file like ModelArts does."""
+    spec = importlib.util.spec_from_file_location("customize_service_under_test", artifact_path(INFERENCE_CODE))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def digit_bar(side=28):
+    """A white-on-black 'one': a bar of full-intensity ink with soft edges, centred."""
+    pixels = np.zeros((side, side), np.uint8)
+    pixels[4:24, 12:16] = 255
+    pixels[4:24, 11] = pixels[4:24, 16] = 90
+    return pixels
+
+
+def encode(image, fmt="PNG", **options):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def preprocess(cs, payload):
+    return cs.MnistService._preprocess(None, payload)["images"]
+
+
+# --- request shapes -------------------------------------------------------------------------
+
+def test_multipart_single_file_gives_one_row_of_raw_pixels(cs):
+    png = encode(Image.fromarray(digit_bar()))
+    batch = preprocess(cs, {"images": {"1.png": io.BytesIO(png)}})
+    assert batch.dtype == np.float32 and batch.shape == (1, 784)
+    assert np.array_equal(batch[0], digit_bar().ravel().astype(np.float32))
+
+
+def test_multipart_several_files_keep_their_order(cs):
+    blank = encode(Image.new("L", (28, 28)))
+    one = encode(Image.fromarray(digit_bar()))
+    batch = preprocess(cs, {"images": {"a.png": io.BytesIO(blank), "b.png": io.BytesIO(one)}})
+    assert batch.shape == (2, 784)
+    assert batch[0].max() == 0 and batch[1].max() == 255
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda b: base64.b64encode(b).decode(),
+    lambda b: [base64.b64encode(b).decode()] * 2,
+    lambda b: "data:image/png;base64," + base64.b64encode(b).decode(),
+    lambda b: base64.urlsafe_b64encode(b).decode(),
+    lambda b: {"b64": base64.b64encode(b).decode()},
+    lambda b: {"raw.png": b},
+], ids=["base64", "list", "data-url", "urlsafe", "b64-dict", "raw-bytes"])
+def test_json_and_byte_shapes(cs, wrap):
+    png = encode(Image.fromarray(digit_bar()))
+    batch = preprocess(cs, {"images": wrap(png)})
+    assert np.array_equal(batch[0], digit_bar().ravel())
+
+
+@pytest.mark.parametrize("payload, error, text", [
+    ({"image": "x"}, KeyError, "no 'images' field (got ['image'])"),
+    ("not a dict", KeyError, "no 'images' field (got str)"),
+    ({"images": {}}, TypeError, "no image in the request"),
+    ({"images": []}, TypeError, "no image in the request"),
+    ({"images": 42}, TypeError, "images: expected an image file, got int"),
+    ({"images": "bm90IGFuIGltYWdl"}, TypeError, "images: not a readable PNG"),
+    ({"images": "abc"}, TypeError, "images: not valid base64"),
+], ids=["wrong-field", "not-a-dict", "empty-dict", "empty-list", "number", "base64-not-image", "bad-base64"])
+def test_bad_requests_raise_key_or_type_error(cs, payload, error, text):
+    with pytest.raises(error) as caught:
+        preprocess(cs, payload)
+    assert text in str(caught.value)
+
+
+def test_too_many_images_is_refused(cs):
+    png = encode(Image.new("L", (28, 28)))
+    with pytest.raises(TypeError, match="257 images in one request, at most 256"):
+        preprocess(cs, {"images": [base64.b64encode(png).decode()] * 257})
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "GIF"])
+def test_lossless_formats_decode_exactly(cs, fmt):
+    data = encode(Image.fromarray(digit_bar()), fmt)
+    assert np.array_equal(cs.decode_image("x", data), digit_bar())
+
+
+def test_jpeg_decodes_close(cs):
+    data = encode(Image.fromarray(digit_bar()), "JPEG", quality=95)
+    assert np.abs(cs.decode_image("x.jpg", data).astype(int) - digit_bar()).mean() < 4
+
+
+def test_other_formats_are_refused(cs):
+    data = encode(Image.fromarray(digit_bar()), "TIFF")
+    with pytest.raises(TypeError, match="x.tif: not a readable PNG, JPEG, BMP or GIF image"):
+        cs.decode_image("x.tif", data)
+
+
+def png_chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_header_only(width, height):
+    """A PNG claiming the given size, with a few bytes of pixel data only."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("data, text", [
+    (b"", "empty.png: not a readable"),
+    (b"GIF89a\x00", "empty.png: not a readable"),
+    (encode(Image.fromarray(digit_bar()))[:60], "empty.png: not a readable"),
+    (encode(Image.fromarray(digit_bar()), "JPEG")[:200], "empty.png: not a readable"),
+    (png_header_only(100000, 100000), "empty.png: image"),
+    (png_header_only(5000, 5000), "image is 5000x5000 pixels"),
+    (encode(Image.new("1", (4500, 4500))), "image is 4500x4500 pixels"),
+], ids=["empty", "gif-stub", "truncated-png", "truncated-jpeg", "huge-header", "over-cap-header", "bomb"])
+def test_unusable_files_raise_type_error_quickly(cs, data, text):
+    start = time.perf_counter()
+    with pytest.raises(TypeError, match=text):
+        cs.decode_image("empty.png", data)
+    assert time.perf_counter() - start < 1.0
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+def with_alpha(mode, ink_value, transparent_colour):
+    """The bar as ink of one gray value on a fully transparent background of another colour."""
+    alpha = digit_bar()
+    gray = np.where(alpha > 0, ink_value, transparent_colour).astype(np.uint8)
+    la = Image.fromarray(np.dstack([gray, alpha]), "LA")
+    return la.convert(mode)
+
+
+def palette_with_transparency():
+    image = Image.fromarray(255 - digit_bar()).convert("P")
+    image.info["transparency"] = image.getpixel((0, 0))
+    return Image.open(io.BytesIO(encode(image)))
+
+
+MODE_CASES = {
+    "L": lambda: Image.fromarray(digit_bar()),
+    "1": lambda: Image.fromarray(digit_bar() > 127),
+    "P": lambda: Image.fromarray(digit_bar()).convert("P"),
+    "RGB": lambda: Image.fromarray(np.dstack([digit_bar()] * 3)),
+    "RGB-coloured-ink": lambda: Image.fromarray(np.dstack([digit_bar(), digit_bar() // 2, digit_bar()])),
+    "I;16": lambda: Image.fromarray(digit_bar().astype(np.uint16) * 257),
+    "I": lambda: Image.fromarray(digit_bar().astype(np.int32) * 257),
+    "RGBA-black-ink-on-clear-black": lambda: with_alpha("RGBA", 0, 0),
+    "RGBA-white-ink-on-clear-white": lambda: with_alpha("RGBA", 255, 255),
+    "LA-black-ink-on-clear-white": lambda: with_alpha("LA", 0, 255),
+    "P-with-transparency": palette_with_transparency,
+}
+
+
+@pytest.mark.parametrize("case", list(MODE_CASES))
+def test_every_mode_becomes_the_white_on_black_digit(cs, case):
+    image = MODE_CASES[case]()
+    # PNG cannot hold 32-bit "I" images; feed that one to the converter directly.
+    gray = cs.to_gray(image) if image.mode == "I" else cs.decode_image(case, encode(image))
+    pixels = cs.to_mnist(gray)
+    assert pixels.dtype == np.uint8 and pixels.shape == (28, 28)
+    core = digit_bar() == 255
+    assert pixels[core].min() >= 200, case
+    assert pixels[digit_bar() == 0].max() <= 40, case
+
+
+def test_flatten_alpha_blends_partial_transparency(cs):
+    gray_alpha = np.array([[[0, 255], [0, 128], [0, 0], [200, 0]]], np.uint8)
+    assert cs.flatten_alpha(gray_alpha).tolist() == [[0, 127, 255, 255]]
+
+
+# --- MNIST geometry ----------------------------------------------------------------------------
+
+def test_black_on_white_is_inverted(cs):
+    pixels = cs.to_mnist(255 - digit_bar())
+    assert np.array_equal(pixels, digit_bar())
+
+
+def test_mnist_digit_passes_through_unchanged(cs, embedded_arrays):
+    digit = embedded_arrays[2][0]
+    data = encode(Image.fromarray(digit))
+    assert np.array_equal(cs.to_mnist(cs.decode_image("d.png", data)), digit)
+
+
+def test_grey_paper_is_levelled(cs):
+    paper = np.full((28, 28), 180, np.uint8)
+    paper[digit_bar() == 255] = 40
+    pixels = cs.to_mnist(paper)
+    assert pixels[digit_bar() == 255].min() == 255 and pixels[digit_bar() == 0].max() == 0
+
+
+def ink_box(pixels, level=64):
+    rows, cols = np.nonzero(pixels > level)
+    return rows.min(), rows.max(), cols.min(), cols.max()
+
+
+def centre_of_mass(pixels):
+    mass = pixels.astype(float)
+    rows, cols = np.indices(pixels.shape)
+    return (mass * rows).sum() / mass.sum(), (mass * cols).sum() / mass.sum()
+
+
+def test_large_image_is_cropped_fitted_in_20_box_and_centred_by_mass(cs):
+    canvas = np.full((300, 400), 255, np.uint8)
+    canvas[20:120, 330:380] = 0      # a dark 100x50 block near the top-right corner
+    pixels = cs.to_mnist(canvas)
+    top, bottom, left, right = ink_box(pixels)
+    assert bottom - top + 1 == 20 and right - left + 1 == 10
+    row, col = centre_of_mass(pixels)
+    assert abs(row - 13.5) <= 0.6 and abs(col - 13.5) <= 0.6
+
+
+def test_small_digit_in_larger_image_is_scaled_up(cs):
+    canvas = np.zeros((64, 48), np.uint8)
+    canvas[5:15, 5:10] = 255
+    top, bottom, left, right = ink_box(cs.to_mnist(canvas))
+    assert bottom - top + 1 == 20 and 9 <= right - left + 1 <= 11
+
+
+def test_blank_image_gives_blank_digit(cs):
+    assert cs.to_mnist(np.full((50, 50), 255, np.uint8)).max() == 0
+
+
+def test_mnist_digit_pasted_in_a_photo_like_jpeg_comes_back_similar(cs, embedded_arrays):
+    digit = embedded_arrays[2][1]
+    big = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BICUBIC)
+    photo = Image.new("RGB", (640, 480), (205, 200, 190))
+    photo.paste(Image.merge("RGB", [big.point(lambda v: v * 0.8 + 20)] * 3), (300, 100))
+    pixels = cs.to_mnist(cs.decode_image("photo.jpg", encode(photo, "JPEG", quality=90)))
+    similarity = np.corrcoef(pixels.ravel(), digit.ravel())[0, 1]
+    assert similarity > 0.8
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+def test_postprocess_one_image_gives_label_and_top5(cs):
+    scores = [0.01, 0.0, 0.0, 0.02, 0.0, 0.0, 0.0, 0.9, 0.0, 0.07]
+    answer = cs.MnistService._postprocess(None, {"scores": [scores]})
+    assert answer == {"predicted_label": "7",
+                      "scores": [["7", "0.900"], ["9", "0.070"], ["3", "0.020"], ["0", "0.010"], ["1", "0.000"]]}
+
+
+def test_postprocess_several_images_gives_a_list(cs):
+    rows = [[float(i == k) for i in range(10)] for k in (3, 8)]
+    answers = cs.MnistService._postprocess(None, {"scores": rows})
+    assert [a["predicted_label"] for a in answers] == ["3", "8"]
+
+
+def test_imports_only_what_modelarts_provides(cs):
+    source = artifact_path(INFERENCE_CODE).read_text()
+    assert "modelarts_mnist" not in source
+
+
+# --- with the tiny trained model ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_service(cs, tiny_version):
+    return cs.MnistService("mnist", str(tiny_version / "model"))
+
+
+def test_real_held_out_digits_are_recognised(tiny_service, embedded_arrays):
+    test_x, test_y = embedded_arrays[2][-100:], embedded_arrays[3][-100:]
+    files = {f"{i}.png": io.BytesIO(encode(Image.fromarray(x))) for i, x in enumerate(test_x)}
+    answers = tiny_service.inference({"images": files})
+    predicted = np.array([int(a["predicted_label"]) for a in answers])
+    assert (predicted == test_y).mean() >= 0.8
+
+
+def test_black_on_white_photo_digits_are_recognised(tiny_service, embedded_arrays):
+    test_x, test_y = embedded_arrays[2][-40:], embedded_arrays[3][-40:]
+    files = {}
+    for i, digit in enumerate(test_x):
+        big = Image.fromarray(255 - digit).resize((112, 112), Image.Resampling.BICUBIC)
+        page = Image.new("L", (200, 160), 235)
+        page.paste(big, (60 + i % 20, 20 + i % 15))
+        files[f"{i}.jpg"] = io.BytesIO(encode(page, "JPEG", quality=90))
+    predicted = np.array([int(a["predicted_label"]) for a in tiny_service.inference({"images": files})])
+    assert (predicted == test_y).mean() >= 0.7
+
+
+def test_service_maps_bad_input_to_400(tiny_service):
+    with pytest.raises(InferenceFailed) as caught:
+        tiny_service.inference({"images": {"x.png": io.BytesIO(b"not an image")}})
+    assert caught.value.http_status == 400 and "x.png: not a readable" in caught.value.message
