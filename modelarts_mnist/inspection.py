@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -52,36 +53,36 @@ def inspect_dataset(folder: str | os.PathLike, canonical: Canonical = MNIST) -> 
 def inspect_split(folder: Path, split: str, raw: dict[str, bytes], notes: list[str]) -> SplitReport:
     """Check one split's files, adding their decompressed bytes to `raw` and remarks to `notes`."""
     images_name, labels_name = idx.file_names(split)
-    shown, present = {}, []
-    for name in (images_name, labels_name):
-        raw[name], names = read_twins(folder, name)
+    arrays, shown, present = {}, {}, []
+    for name, check in ((images_name, idx.check_images), (labels_name, idx.check_labels)):
+        raw[name], arrays[name], names = read_twins(folder, name, check)
         shown[name] = str(folder / names[0])  # the copy named in error messages
         present += names
         if len(names) == 1:
             missing = f"{name}.gz" if names[0] == name else name
             notes.append(f"{missing} is missing (the tutorial folder holds raw and .gz)")
-    images = idx.check_images(idx.parse(raw[images_name], shown[images_name]), shown[images_name])
-    labels = idx.check_labels(idx.parse(raw[labels_name], shown[labels_name]), shown[labels_name])
-    idx.check_counts(images, labels, shown[images_name], shown[labels_name])
-    return SplitReport(split, len(labels), np.bincount(labels, minlength=10).tolist(), present)
+    idx.check_counts(arrays[images_name], arrays[labels_name], shown[images_name], shown[labels_name])
+    histogram = np.bincount(arrays[labels_name], minlength=10).tolist()
+    return SplitReport(split, len(arrays[labels_name]), histogram, present)
 
 
-def read_twins(folder: Path, name: str) -> tuple[bytes, list[str]]:
-    """The decompressed content of `name` and the names present; raw and .gz must agree."""
-    contents, present = [], []
+def read_twins(folder: Path, name: str, check: Callable) -> tuple[bytes, np.ndarray, list[str]]:
+    """Decompressed bytes, checked array and present names of `name`; raw and .gz must agree."""
+    contents, arrays, present = [], [], []
     for candidate in (name, f"{name}.gz"):
         path = folder / candidate
         if path.is_file():
             data = path.read_bytes()
             if data[:2] == idx.GZIP_MAGIC:
                 data = decompress(data, str(path))
+            arrays.append(check(idx.parse(data, str(path)), str(path)))  # each copy's defects first
             contents.append(data)
             present.append(candidate)
     if not present:
         raise DataError(f"{folder}: neither {name} nor {name}.gz found")
     if len(contents) == 2 and contents[0] != contents[1]:
         raise DataError(f"{folder / present[1]}: content differs from {folder / present[0]}")
-    return contents[0], present
+    return contents[0], arrays[0], present
 
 
 def compare_canonical(raw: dict[str, bytes], counts: dict[str, int], canonical: Canonical) -> tuple[bool, str]:
