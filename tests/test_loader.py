@@ -1,0 +1,91 @@
+"""load_service: find and build the one user service class in customize_service.py."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from model_service.model_service import SingleNodeService
+
+from modelarts_mnist.errors import PackageError
+from modelarts_mnist.loader import find_service_class, load_service
+
+HEADER = "from model_service.model_service import SingleNodeService\n"
+
+
+def write_service(folder, body, header=HEADER):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "customize_service.py").write_text(header + textwrap.dedent(body))
+    return folder
+
+
+def test_builds_the_single_leaf_with_name_and_path(tmp_path):
+    folder = write_service(tmp_path, """
+        class Echo(SingleNodeService):
+            def _postprocess(self, data):
+                return {"echo": data}
+    """)
+    service = load_service(folder, "digits")
+    assert type(service).__name__ == "Echo" and isinstance(service, SingleNodeService)
+    assert (service.model_name, service.model_path) == ("digits", str(folder))
+    assert service.inference(1) == {"echo": 1}
+
+
+def test_picks_the_leaf_below_a_user_base_class(tmp_path):
+    folder = write_service(tmp_path, """
+        class Base(SingleNodeService):
+            pass
+        class Leaf(Base):
+            pass
+    """)
+    assert find_service_class(folder).__name__ == "Leaf"
+
+
+def test_helper_modules_beside_the_file_are_importable(tmp_path):
+    (tmp_path / "labels_helper.py").write_text("LABELS = list('0123456789')\n")
+    folder = write_service(tmp_path, """
+        from labels_helper import LABELS
+        class WithHelper(SingleNodeService):
+            def _postprocess(self, data):
+                return LABELS[data]
+    """)
+    assert load_service(folder).inference(7) == "7"
+
+
+def test_two_folders_load_independent_classes(tmp_path):
+    first = write_service(tmp_path / "a", "class S(SingleNodeService):\n    tag = 'a'\n")
+    second = write_service(tmp_path / "b", "class S(SingleNodeService):\n    tag = 'b'\n")
+    assert (load_service(first).tag, load_service(second).tag) == ("a", "b")
+
+
+@pytest.mark.parametrize("body, text", [
+    ("X = 1\n", r"derived from a model_service base class \(found none\)"),
+    ("class A(SingleNodeService): pass\nclass B(SingleNodeService): pass\n", r"\(found A, B\)"),
+    ("class A(SingleNodeService)\n    pass\n", r"customize_service.py:2: cannot import: SyntaxError"),
+    ("\nimport modelarts_mnist_missing\n", r"customize_service.py:3: cannot import: ModuleNotFoundError"),
+], ids=["no-class", "two-leaves", "syntax-error", "missing-module"])
+def test_bad_service_files_raise_package_error(tmp_path, body, text):
+    folder = write_service(tmp_path, body)
+    with pytest.raises(PackageError, match=text):
+        load_service(folder)
+
+
+def test_runtime_base_classes_alone_do_not_count(tmp_path):
+    header = HEADER + "from model_service.tfserving_model_service import TfServingBaseService\n"
+    folder = write_service(tmp_path, "", header=header)
+    with pytest.raises(PackageError, match="found none"):
+        find_service_class(folder)
+
+
+def test_constructor_failure_is_a_package_error(tmp_path):
+    folder = write_service(tmp_path, """
+        class Broken(SingleNodeService):
+            def __init__(self, model_name, model_path):
+                raise OSError("no saved_model.pb")
+    """)
+    with pytest.raises(PackageError, match=r"Broken\('mnist', \.\.\.\) raised OSError: no saved_model.pb"):
+        load_service(folder)
+
+
+def test_missing_file_is_a_package_error(tmp_path):
+    with pytest.raises(PackageError, match="customize_service.py: file not found"):
+        load_service(tmp_path)
