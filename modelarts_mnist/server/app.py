@@ -14,7 +14,7 @@ from ..errors import InferenceFailed, MnistSdkError, PayloadTooLarge, Unauthoriz
 from .errors import TOO_LARGE, register_error_handlers
 from .info import describe_model
 from .loading import WARMUP_KEY, ModelSlot, limit_tf_threads, warm_up
-from .requests import parse_request
+from .requests import buffer_unsized_body, parse_request
 from .ui import create_ui_blueprint
 
 SLOT_KEY = "modelarts_mnist.slot"
@@ -101,8 +101,10 @@ def run_inference(service: Any, data: dict[str, Any]) -> Any:
 
 
 def check_length(req: Request, limit: int) -> None:
-    """PayloadTooLarge on a declared Content-Length over the limit (chunked bodies: MAX_CONTENT_LENGTH)."""
-    if req.content_length is not None and req.content_length > limit:
+    """PayloadTooLarge on a declared Content-Length over the limit, or a chunked body growing past it."""
+    if not req.environ.get("CONTENT_LENGTH") and "wsgi.input_terminated" in req.environ:
+        buffer_unsized_body(req.environ, limit)  # chunked: no length to check up front
+    elif req.content_length is not None and req.content_length > limit:
         raise PayloadTooLarge(TOO_LARGE)
 
 

@@ -23,6 +23,7 @@ class ModelSlot:
         self.service = service
         self.error: BaseException | None = None
         self._ready = threading.Event()
+        self.fill_thread: threading.Thread | None = None
         if service is not None:
             self._ready.set()
 
@@ -53,9 +54,10 @@ class ModelSlot:
 
     def fill_in_background(self, load: Callable[[], Any], warm_up: Callable[[], None]) -> threading.Thread:
         """fill() in a daemon thread, so the server answers /health (503) meanwhile."""
-        thread = threading.Thread(target=self.fill, args=(load, warm_up), name="model-loader", daemon=True)
-        thread.start()
-        return thread
+        self.fill_thread = threading.Thread(target=self.fill, args=(load, warm_up), name="model-loader",
+                                            daemon=True)
+        self.fill_thread.start()
+        return self.fill_thread
 
 
 def warm_up(app: Any, auth_token: str | None = None, rounds: int = WARMUP_ROUNDS) -> None:

@@ -6,11 +6,13 @@ import json
 from typing import Any
 
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, PayloadTooLarge
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+CHUNK = 64 * 1024
 
 
 def parse_request(request: Request) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def parse_request(request: Request) -> dict[str, Any]:
             return parse_json(request.get_data(cache=False))
         if mimetype in FORM_TYPES:
             return parse_form(request)
-    except OSError as exc:  # a body cut short or too slow to arrive
+    except (OSError, ClientDisconnected) as exc:  # a body cut short or too slow to arrive
         raise InvalidInput(f"request body could not be read: {exc}") from exc
     raise InvalidInput(f"request body must be JSON or a form (multipart/form-data), "
                        f"got Content-Type {mimetype or 'none'!r}")
@@ -76,3 +78,24 @@ def unique_name(files: dict[str, Any], filename: str) -> str:
         n += 1
         name = f"{filename} ({n})"
     return name
+
+
+def buffer_unsized_body(environ: dict[str, Any], limit: int) -> None:
+    """Read a body sent without Content-Length (chunked) into memory; PayloadTooLarge past limit.
+
+    Werkzeug would silently cut such a body at the limit, turning a 413 into a parse error.
+    """
+    stream, parts, size = environ["wsgi.input"], [], 0
+    while size <= limit:
+        part = stream.read(CHUNK)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise PayloadTooLarge("Request entity too large")
+    body = b"".join(parts)
+    for key in ("HTTP_TRANSFER_ENCODING", "wsgi.input_terminated"):
+        environ.pop(key, None)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ["wsgi.input"] = io.BytesIO(body)

@@ -1,0 +1,127 @@
+"""parse_request: multipart, form and JSON bodies into ModelArts' data shape; everything else MR.0101."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from modelarts_mnist.errors import InvalidInput, PayloadTooLarge
+from modelarts_mnist.server.requests import buffer_unsized_body, parse_request
+
+
+def make_request(**kwargs) -> Request:
+    """A werkzeug Request built from EnvironBuilder arguments."""
+    return Request(EnvironBuilder(method="POST", **kwargs).get_environ())
+
+
+def test_multipart_file_becomes_filename_to_bytesio():
+    data = parse_request(make_request(data={"images": (io.BytesIO(b"PNGDATA"), "7.png")}))
+    assert list(data) == ["images"]
+    assert list(data["images"]) == ["7.png"]
+    assert isinstance(data["images"]["7.png"], io.BytesIO)
+    assert data["images"]["7.png"].read() == b"PNGDATA"
+
+
+def test_several_files_in_one_field_keep_order_and_duplicate_names():
+    files = [(io.BytesIO(b"a"), "blob"), (io.BytesIO(b"b"), "blob"), (io.BytesIO(b"c"), "3.png")]
+    data = parse_request(make_request(data={"images": files}))
+    assert list(data["images"]) == ["blob", "blob (2)", "3.png"]
+    assert [f.read() for f in data["images"].values()] == [b"a", b"b", b"c"]
+
+
+def test_text_fields_and_query_parameters_are_merged():
+    data = parse_request(make_request(query_string={"top": "3"},
+                                      data={"images": (io.BytesIO(b"x"), "1.png"), "note": "hi"}))
+    assert data["top"] == "3" and data["note"] == "hi"
+    assert list(data["images"]) == ["1.png"]
+
+
+def test_large_file_spooled_to_disk_is_read_into_bytesio():
+    payload = b"\x00" * 2_000_000
+    data = parse_request(make_request(data={"images": (io.BytesIO(payload), "big.png")}))
+    assert isinstance(data["images"]["big.png"], io.BytesIO)
+    assert data["images"]["big.png"].getvalue() == payload
+
+
+def test_urlencoded_form_is_a_form():
+    data = parse_request(make_request(data={"images": "not-a-file"}))
+    assert data == {"images": "not-a-file"}
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "application/vnd.api+json"], ids=["plain", "charset", "suffix"])
+def test_json_object_is_parsed(content_type):
+    body = json.dumps({"images": "aGVsbG8=", "名": "字"}, ensure_ascii=False).encode()
+    assert parse_request(make_request(data=body, content_type=content_type)) == {"images": "aGVsbG8=", "名": "字"}
+
+
+BAD_BODIES = [
+    (b"{not json", "application/json", "not valid JSON"),
+    (b"", "application/json", "not valid JSON"),
+    (b"\xff\xfe\xfa", "application/json", "not valid JSON"),
+    (b"[1, 2]", "application/json", "must be an object"),
+    (b"hello", "text/plain", "JSON or a form"),
+    (b"", None, "JSON or a form"),
+    (b"\x89PNG\r\n", "image/png", "JSON or a form"),
+    (b"--x\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.png\"\r\n\r\nAB",
+     "multipart/form-data; boundary=x", "no fields"),
+    (b"garbage without any boundary", "multipart/form-data", "no fields"),
+    (b"", "multipart/form-data; boundary=x", "no fields"),
+]
+
+
+@pytest.mark.parametrize("body, content_type, message", BAD_BODIES,
+                         ids=["invalid-json", "empty-json", "undecodable-json", "json-list", "text",
+                              "empty-no-type", "raw-png", "truncated-multipart", "no-boundary",
+                              "empty-multipart"])
+def test_bad_bodies_raise_invalid_input_naming_the_problem(body, content_type, message):
+    kwargs = {"data": body}
+    if content_type:
+        kwargs["content_type"] = content_type
+    with pytest.raises(InvalidInput, match=message) as info:
+        parse_request(make_request(**kwargs))
+    assert info.value.http_status == 400 and info.value.error_code == "MR.0101"
+
+
+def test_unreadable_body_raises_invalid_input():
+    class Broken(io.RawIOBase):
+        def readinto(self, buffer):
+            raise TimeoutError("timed out")
+
+    environ = EnvironBuilder(method="POST", data=b"0123456789", content_type="application/json").get_environ()
+    environ["wsgi.input"] = Broken()
+    request = Request(environ)
+    with pytest.raises(InvalidInput, match="could not be read"):
+        parse_request(request)
+
+
+class Trickle(io.RawIOBase):
+    """A chunked body as a server hands it over: short reads, then EOF."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), 7, len(self.body))
+        buffer[:n], self.body = self.body[:n], self.body[n:]
+        return n
+
+
+def test_unsized_body_within_limit_is_buffered_with_its_length():
+    environ = {"wsgi.input": Trickle(b'{"images": "abc"}'), "wsgi.input_terminated": True,
+               "HTTP_TRANSFER_ENCODING": "chunked"}
+    buffer_unsized_body(environ, limit=100)
+    assert environ["CONTENT_LENGTH"] == "17" and "HTTP_TRANSFER_ENCODING" not in environ
+    assert environ["wsgi.input"].read() == b'{"images": "abc"}'
+
+
+def test_unsized_body_over_limit_is_payload_too_large():
+    environ = {"wsgi.input": Trickle(b"x" * 101), "wsgi.input_terminated": True}
+    with pytest.raises(PayloadTooLarge):
+        buffer_unsized_body(environ, limit=100)
