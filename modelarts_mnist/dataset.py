@@ -83,6 +83,8 @@ def prepare_dataset(
     missing or malformed, or (with `verify`) if a full-size set does not match `canonical`.
     """
     out = Path(out)
+    if out.name in ("", ".", ".."):  # the staging folder is named after the target
+        out = out.resolve()
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Not mkdtemp: its 0700 mode would stick to the published folder; mkdir honours the umask.

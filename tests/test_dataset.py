@@ -183,6 +183,14 @@ def test_a_failure_under_force_keeps_the_old_folder(tmp_path):
     assert leftovers(tmp_path, keep="dataset-mnist") == []
 
 
+def test_the_current_folder_can_be_the_target(tmp_path, monkeypatch, embedded_arrays):
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    prepare_dataset(".")
+    assert_dataset(tmp_path / "here", embedded_arrays)
+    assert leftovers(tmp_path, keep="here") == []
+
+
 def test_a_file_as_target_is_refused(tmp_path):
     target = tmp_path / "dataset-mnist"
     target.write_text("a file")
