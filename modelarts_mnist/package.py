@@ -1,0 +1,215 @@
+"""Build a ModelArts model package from a trained version, and check one as ModelArts' import would."""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .artifacts import CONFIG_JSON, INFERENCE_CODE, artifact_path
+from .errors import MnistSdkError, PackageError
+from .package_rules import Problem, check_config, check_request_fields
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Problem", "build_package", "check_package"]
+
+METRIC_NAMES = ("f1", "accuracy", "precision", "recall")
+REQUIRED_FILES = ("saved_model.pb", "variables/variables.index", "config.json", "customize_service.py")
+# What a ModelArts TensorFlow image provides to inference code, besides the standard library.
+PROVIDED_MODULES = {"numpy", "PIL", "tensorflow", "model_service", "moxing"}
+IMPORT_NAMES = {"pillow": "PIL", "opencv-python": "cv2", "scikit-learn": "sklearn", "pyyaml": "yaml"}
+
+
+def build_package(version_dir: str | Path) -> Path:
+    """Copy customize_service.py and config.json (with the version's metrics) into <version>/model/."""
+    version_dir = Path(version_dir)
+    model_dir = version_dir / "model"
+    if not (model_dir / "saved_model.pb").is_file():
+        raise PackageError(f"{model_dir}: no saved_model.pb (is {version_dir} a trained version folder?)")
+    write_atomic(model_dir / "customize_service.py", artifact_path(INFERENCE_CODE).read_bytes())
+    config = json.loads(artifact_path(CONFIG_JSON).read_text(encoding="utf-8"))
+    config["metrics"] = read_metrics(version_dir, config.get("metrics", {}))
+    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    write_atomic(model_dir / "config.json", text.encode("utf-8"))
+    logger.info("packaged %s", model_dir)
+    return model_dir
+
+
+def read_metrics(version_dir: Path, defaults: dict[str, Any]) -> dict[str, float]:
+    """The four ModelArts metrics from the version's metrics.json (defaults when it has none)."""
+    path = version_dir / "metrics.json"
+    if not path.is_file():
+        logger.warning("%s not found; config.json keeps the template metrics", path)
+        return dict(defaults)
+    try:
+        measured = json.loads(path.read_text(encoding="utf-8"))
+        return {name: float(measured[name]) for name in METRIC_NAMES if name in measured}
+    except (ValueError, TypeError) as exc:
+        raise PackageError(f"{path}: unreadable metrics ({exc})") from exc
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target, then rename over it: readers never see half a file."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def check_package(model_dir: str | Path, *, smoke: bool = True) -> list[Problem]:
+    """Every problem found in a model folder: files, config.json, imports, service class, smoke run."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return [Problem(str(model_dir), "not a folder")]
+    problems = check_files(model_dir)
+    config = read_config(model_dir, problems)
+    if config is not None:
+        problems += check_config(config)
+    inputs = read_signature_inputs(model_dir, problems)
+    if isinstance(config, dict) and inputs:
+        problems += check_request_fields(config, inputs)
+    problems += check_imports(model_dir, config if isinstance(config, dict) else {})
+    service_ok = check_service_class(model_dir, problems)
+    if smoke and service_ok and not problems:
+        problems += smoke_test(model_dir)
+    return problems
+
+
+def check_files(model_dir: Path) -> list[Problem]:
+    """The files ModelArts requires in model/."""
+    problems = [Problem(name, "required file missing") for name in REQUIRED_FILES
+                if not (model_dir / name).is_file()]
+    if not list(model_dir.glob("variables/variables.data-*")):
+        problems.append(Problem("variables/variables.data-*", "required file missing"))
+    return problems
+
+
+def read_config(model_dir: Path, problems: list[Problem]) -> Any:
+    """config.json parsed, or None (with a problem at its line) when it cannot be read."""
+    path = model_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        problems.append(Problem("config.json", f"not UTF-8 text ({exc})"))
+    except json.JSONDecodeError as exc:
+        problems.append(Problem(f"config.json:{exc.lineno}:{exc.colno}", f"invalid JSON: {exc.msg}"))
+    return None
+
+
+def read_signature_inputs(model_dir: Path, problems: list[Problem]) -> list[str]:
+    """Input names of the signature ModelArts would serve, read from saved_model.pb without loading it."""
+    path = model_dir / "saved_model.pb"
+    if not path.is_file():
+        return []
+    from model_service.tfserving_model_service import pick_signature
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString(path.read_bytes())
+        signatures = saved.meta_graphs[0].signature_def
+        return sorted(signatures[pick_signature(signatures, str(model_dir))].inputs)
+    except PackageError as exc:
+        problems.append(Problem("saved_model.pb", exc.message.split(": ", 1)[1]))
+    except Exception as exc:  # a damaged protobuf can fail in many ways; all mean the same
+        problems.append(Problem("saved_model.pb", f"not a readable SavedModel ({type(exc).__name__}: {exc})"))
+    return []
+
+
+def check_imports(model_dir: Path, config: dict[str, Any]) -> list[Problem]:
+    """Top-level imports of customize_service.py that a ModelArts TensorFlow image cannot satisfy."""
+    path = model_dir / "customize_service.py"
+    if not path.is_file():
+        return []
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError:
+        return []  # reported with its line by the service-class check
+    allowed = PROVIDED_MODULES | set(sys.stdlib_module_names) | local_modules(model_dir) | declared_modules(config)
+    problems = []
+    for node in ast.walk(tree):
+        for name in imported_names(node):
+            if name.split(".")[0] not in allowed:
+                problems.append(Problem(f"customize_service.py:{node.lineno}",
+                                        f"imports {name!r}, which ModelArts does not provide "
+                                        "(declare it in config.json dependencies or ship it beside)"))
+    return problems
+
+
+def imported_names(node: ast.AST) -> list[str]:
+    """Absolute module names an import statement loads."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+        return [node.module]
+    return []
+
+
+def local_modules(model_dir: Path) -> set[str]:
+    """Helper modules and packages shipped beside customize_service.py."""
+    return {p.stem for p in model_dir.glob("*.py")} | {p.parent.name for p in model_dir.glob("*/__init__.py")}
+
+
+def declared_modules(config: dict[str, Any]) -> set[str]:
+    """Import names of the pip packages config.json declares."""
+    names = set()
+    for dependency in config.get("dependencies") or []:
+        for package in (dependency.get("packages") or []) if isinstance(dependency, dict) else []:
+            name = str(package.get("package_name", "")) if isinstance(package, dict) else ""
+            names.add(IMPORT_NAMES.get(name.lower(), name.replace("-", "_")))
+    return names
+
+
+def check_service_class(model_dir: Path, problems: list[Problem]) -> bool:
+    """Whether customize_service.py defines exactly one leaf service class (else a problem)."""
+    from .loader import find_service_class
+
+    if not (model_dir / "customize_service.py").is_file():
+        return False
+    try:
+        find_service_class(model_dir)
+    except PackageError as exc:
+        location, _, message = exc.message.partition(": ")
+        problems.append(Problem(Path(location).name if ".py" in location else location, message))
+        return False
+    return True
+
+
+def smoke_test(model_dir: Path) -> list[Problem]:
+    """Build the service and predict one generated digit, checking the answer's shape."""
+    from .loader import load_service
+
+    try:
+        answer = load_service(model_dir).inference({"images": {"smoke.png": io.BytesIO(smoke_digit_png())}})
+    except MnistSdkError as exc:
+        return [Problem("customize_service.py", f"smoke prediction failed: {exc.message}")]
+    label = answer.get("predicted_label") if isinstance(answer, dict) else None
+    if label not in [str(d) for d in range(10)]:
+        return [Problem("customize_service.py", f"smoke prediction gave no digit label: {answer!r:.200}")]
+    return []
+
+
+def smoke_digit_png() -> bytes:
+    """A 28x28 PNG of a white 'one' on black."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[4:24, 12:16] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
