@@ -50,7 +50,7 @@ def embedded_dataset(tmp_path_factory, embedded_arrays) -> Path:
 
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory, embedded_arrays) -> Path:
-    """1,000 training and 200 test real digits (balanced), .gz only: for tiny training runs."""
+    """1,000 training and 200 test real digits (balanced), raw and .gz: for tiny training runs."""
     train_x, train_y, test_x, test_y = embedded_arrays
     folder = tmp_path_factory.mktemp("small-mnist")
     return write_dataset(folder, train_x[:1000], train_y[:1000], test_x[:200], test_y[:200])
