@@ -1,0 +1,119 @@
+"""`package`, `check` and `predict`: build a model package, check it, and ask it for digits."""
+from __future__ import annotations
+
+import json
+import mimetypes
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_URL = "http://127.0.0.1:8080/"
+
+
+@click.command()
+@click.argument("version_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def package(version_dir: Path) -> None:
+    """Copy customize_service.py and config.json (with measured metrics) into VERSION_DIR/model/."""
+    from ..package import build_package
+
+    model_dir = build_package(version_dir)
+    click.echo(f"Packaged {model_dir}")
+    click.echo(f"Check it with: modelarts-mnist check {model_dir}")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--smoke/--no-smoke", default=True, show_default=True,
+              help="Also load the model and predict one generated digit.")
+def check(model_dir: Path, smoke: bool) -> None:
+    """Check MODEL_DIR as ModelArts' import would; exit 1 when any problem is found."""
+    from ..package import check_package
+
+    problems = check_package(model_dir, smoke=smoke)
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {model_dir}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"OK: {model_dir} is a valid ModelArts model package")
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", help=f"Service to POST to (default {DEFAULT_URL}).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Run this model folder in-process instead of calling a service.")
+@click.option("--token", envvar="MODELARTS_TOKEN", help="X-Auth-Token header value (env MODELARTS_TOKEN).")
+@click.option("--json", "raw", is_flag=True, help="Print each raw JSON answer (one line per image).")
+def predict(images: tuple[Path, ...], url: str | None, model_dir: Path | None, token: str | None, raw: bool) -> None:
+    """Predict the digit in each IMAGE with a running service, or in-process with --model."""
+    if url and model_dir:
+        raise click.UsageError("give --url or --model, not both")
+    ask = in_process(model_dir) if model_dir else lambda path: post_image(url or DEFAULT_URL, path, token)
+    failures = 0
+    for path in images:
+        try:
+            answer = ask(path)
+        except click.ClickException as exc:
+            click.echo(f"{path}: error: {exc.message}", err=True)
+            failures += 1
+            continue
+        click.echo(json.dumps(answer, ensure_ascii=False) if raw else f"{path}: {describe(answer)}")
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+def in_process(model_dir: Path):
+    """A function answering one image file with the package's service loaded here."""
+    from ..errors import MnistSdkError
+    from ..loader import load_service
+
+    service = load_service(model_dir)
+
+    def ask(path: Path) -> Any:
+        try:
+            with path.open("rb") as image:
+                return service.inference({"images": {path.name: image}})
+        except MnistSdkError as exc:
+            raise click.ClickException(f"{exc.message} (HTTP {exc.http_status} on a service)") from exc
+    return ask
+
+
+def post_image(url: str, path: Path, token: str | None, timeout: float = 60.0) -> Any:
+    """POST one image as multipart field `images` (stdlib only) and return the JSON answer."""
+    boundary = uuid.uuid4().hex
+    request = urllib.request.Request(url, data=multipart_body(boundary, path), method="POST")
+    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+    if token:
+        request.add_header("X-Auth-Token", token)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.headers.get("X-Error-Detail") or exc.read().decode("utf-8", "replace").strip()
+        raise click.ClickException(f"HTTP {exc.code}: {detail[:300]}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
+    except ValueError as exc:
+        raise click.ClickException(f"{url} answered something that is not JSON ({exc})") from exc
+
+
+def multipart_body(boundary: str, path: Path) -> bytes:
+    """A multipart/form-data body holding one file in the field `images`."""
+    filename = path.name.replace('"', "%22").replace("\r", "").replace("\n", "")
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {mime}\r\n\r\n")
+    return head.encode("utf-8") + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode("ascii")
+
+
+def describe(answer: Any) -> str:
+    """'7 (0.982)' for a ModelArts MNIST answer; the JSON itself for anything else."""
+    if isinstance(answer, dict) and "predicted_label" in answer:
+        scores = answer.get("scores") or [[answer["predicted_label"], "?"]]
+        return f"{answer['predicted_label']} ({scores[0][1]})"
+    return json.dumps(answer, ensure_ascii=False)
