@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import sys
 import threading
 from functools import lru_cache
 from typing import Any, Callable
@@ -86,9 +88,16 @@ def digit_png() -> bytes:
 
 
 def limit_tf_threads(threads: int) -> None:
-    """Size TensorFlow's thread pools; only possible before TensorFlow runs its first op."""
-    import tensorflow as tf
+    """Size TensorFlow's thread pools (via its environment variables, read when it starts).
 
+    Variables already set by the user win. Without importing TensorFlow here, a package that
+    does not use it starts fast.
+    """
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(name, str(threads))
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -1,0 +1,35 @@
+"""`modelarts-mnist serve`: run a model package as ModelArts' online service, locally."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (ModelArts uses 8080; 0 picks a free one).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Run under gunicorn with N processes (default: one threaded process).")
+@click.option("--auth-token", envvar=TOKEN_ENV, default=None, show_envvar=True,
+              help="Require this X-Auth-Token on POST requests (prefer the environment variable).")
+def serve(model_dir: Path, host: str, port: int, workers: int | None, auth_token: str | None) -> None:
+    """Serve MODEL_DIR as an online service: POST / predicts, GET /health, page at /ui/."""
+    from ..server.app import ServeConfig
+    from ..server.runner import run
+
+    config = ServeConfig(model_dir=model_dir, auth_token=auth_token or None)
+    run(config, host=host, port=port, workers=workers,
+        on_listening=lambda url: announce(url, model_dir, bool(auth_token)))
+
+
+def announce(url: str, model_dir: Path, token_required: bool) -> None:
+    """Say where the service listens (never the token itself)."""
+    click.echo(f"Serving {model_dir} at {url}  (POST / to predict, GET /health, page at {url}/ui/)")
+    if token_required:
+        click.echo("X-Auth-Token required on POST /")
+    click.echo("Stop with Ctrl+C (SIGTERM lets running requests finish).")

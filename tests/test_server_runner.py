@@ -1,0 +1,171 @@
+"""How `serve` runs: real HTTP against a subprocess (threaded and gunicorn), draining on SIGTERM."""
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from modelarts_mnist.server.runner import InFlight, tf_threads_for
+
+
+def request(serve, method, path, body=None, headers=None, timeout=30):
+    """One request on a fresh connection: (status, headers, parsed JSON body or raw bytes)."""
+    conn = http.client.HTTPConnection(serve.host, serve.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            return response.status, dict(response.getheaders()), json.loads(raw)
+        except ValueError:
+            return response.status, dict(response.getheaders()), raw
+    finally:
+        conn.close()
+
+
+def multipart(fields: dict[str, bytes | str]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body: bytes values become files named <field>.png, str values text fields."""
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, bytes):
+            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+                      f"Content-Type: image/png\r\n\r\n".encode() + value + b"\r\n")
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def wait_healthy(serve, timeout=60.0) -> list[int]:
+    """Poll /health until 200; the statuses seen on the way."""
+    seen, deadline = [], time.monotonic() + timeout
+    while not seen or seen[-1] != 200:
+        assert serve.proc.poll() is None, serve.log.read_text()
+        assert time.monotonic() < deadline, f"not healthy after {timeout} s: {seen[-3:]}"
+        seen.append(request(serve, "GET", "/health")[0])
+        if seen[-1] != 200:
+            time.sleep(0.05)
+    return seen
+
+
+def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> bytes:
+    """Send raw bytes on a socket and read the whole answer."""
+    with socket.create_connection((serve.host, serve.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if close_write:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_threaded_serve_answers_503_while_loading_then_predicts(echo_package, start_serve):
+    serve = start_serve(echo_package, ECHO_LOAD_SECONDS="2")
+    assert serve.port, serve.first_line
+    seen = wait_healthy(serve)
+    assert seen[0] == 503 and seen[-1] == 200
+    body, headers = multipart({"images": b"\x89PNG", "note": "hi"})
+    status, _, answer = request(serve, "POST", "/", body, headers)
+    assert status == 200
+    assert answer["fields"] == ["images", "note"] and answer["files"] == {"images": ["images.png"]}
+    assert request(serve, "GET", "/health")[2] == {"health": "true"}
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["threaded", "gunicorn"])
+def test_sigterm_lets_the_in_flight_request_finish(echo_package, start_serve, args):
+    serve = start_serve(echo_package, *args)
+    wait_healthy(serve)
+    body, headers = multipart({"images": b"x", "sleep": "2"})
+    answers = []
+    slow = threading.Thread(target=lambda: answers.append(request(serve, "POST", "/", body, headers)))
+    slow.start()
+    time.sleep(0.7)  # the request is now inside the service's sleep
+    started = time.monotonic()
+    assert serve.stop() == 0, serve.log.read_text()
+    slow.join(10)
+    assert answers and answers[0][0] == 200 and answers[0][2]["fields"] == ["images", "sleep"]
+    assert time.monotonic() - started < 15
+
+
+def test_gunicorn_workers_each_load_the_model(echo_package, start_serve):
+    serve = start_serve(echo_package, "--workers", "2")
+    wait_healthy(serve)
+    body, headers = multipart({"images": b"x"})
+    pids = {request(serve, "POST", "/", body, headers)[2]["pid"] for _ in range(40)}
+    assert serve.proc.pid not in pids and len(pids) >= 1
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "1")], ids=["threaded", "gunicorn"])
+def test_malformed_requests_over_http_get_json_errors_and_the_server_survives(echo_package, start_serve, args):
+    serve = start_serve(echo_package, *args)
+    wait_healthy(serve)
+    huge = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 99999999999\r\n\r\n{}", close_write=False)
+    assert huge.startswith(b"HTTP/1.1 413") and b'"APIG.0201"' in huge
+    truncated = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                    b"Content-Length: 1000\r\n\r\n{\"images\"")
+    assert truncated.split(b" ")[1] == b"400" and b"MR.0101" in truncated
+    chunked = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n" + chunks(13 * 1024 * 1024))
+    assert chunked.startswith(b"HTTP/1.1 413") and b'"APIG.0201"' in chunked
+    status, headers, answer = request(serve, "POST", "/", b"not json", {"Content-Type": "text/plain"})
+    assert status == 400 and answer["erno"] == "MR.0101" and headers["Content-Type"] == "application/json"
+    assert request(serve, "GET", "/health")[0] == 200
+
+
+def chunks(total: int, size: int = 1 << 20) -> bytes:
+    """A chunked-encoded body of `total` bytes of x."""
+    piece = f"{size:x}\r\n".encode() + b"x" * size + b"\r\n"
+    return piece * (total // size) + b"0\r\n\r\n"
+
+
+def test_a_package_that_fails_to_load_stops_serve_with_an_error(tmp_path, start_serve):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    serve = start_serve(empty)
+    assert serve.proc.wait(60) == 1
+    assert "customize_service.py: file not found" in serve.log.read_text()
+
+
+def test_in_flight_counts_until_the_body_is_closed():
+    release = threading.Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        release.wait(5)
+        return [b"done"]
+
+    tracker = InFlight(app)
+    answered = []
+    worker = threading.Thread(target=lambda: answered.append(list(tracker({}, lambda *a: None))))
+    worker.start()
+    time.sleep(0.05)
+    assert tracker.count == 1 and not tracker.wait_idle(0.05)
+    release.set()
+    worker.join(5)
+    body = answered[0]
+    assert body == [b"done"]
+
+
+def test_in_flight_is_idle_once_closed():
+    tracker = InFlight(lambda environ, start_response: [b"ok"])
+    body = tracker({}, lambda *a: None)
+    assert tracker.count == 1
+    body.close()
+    assert tracker.count == 0 and tracker.wait_idle(0)
+
+
+def test_tensorflow_threads_are_shared_among_workers():
+    cores = len(os.sched_getaffinity(0))
+    assert tf_threads_for(1) == cores
+    assert tf_threads_for(cores * 4) == 1
