@@ -151,7 +151,7 @@
       $("result").hidden = true;
       const [title, reason] = describeError(answer);
       showError(title, reason);
-      status(`Prediction failed (HTTP ${answer.status}): ${reason}`);
+      status(`Prediction failed (HTTP ${answer.status}); the reason is shown below.`);
       return;
     }
     const result = Array.isArray(answer.body) ? answer.body[0] : answer.body;
