@@ -29,7 +29,7 @@ MAX_PIXELS = 4096 * 4096  # far below Pillow's bomb limit: a 16-megapixel photo 
 MAX_IMAGES = 256          # per request; keeps a body of tiny files from eating the worker's memory
 SIDE, BOX = 28, 20        # MNIST: 28x28 field, digit fitted in a 20x20 box
 INK_LEVEL = 0.25          # fraction of the peak above which a pixel counts as ink when cropping
-JPEG_DRAFT_SIDE = 160     # JPEGs decode at 1/2..1/8 scale down to this short side: much faster
+JPEG_DRAFT_SIDE = 120     # JPEGs decode at 1/2..1/8 scale, keeping at least this short side: much faster
 TOP_K = 5
 
 
