@@ -1,0 +1,83 @@
+"""`modelarts-mnist train` and `versions`: step 2 of the tutorial, the training job, run locally."""
+from __future__ import annotations
+
+import signal
+import tempfile
+from pathlib import Path
+
+import click
+
+
+def raise_on_sigterm(signum, frame):
+    """SIGTERM stops the job like Ctrl-C does: the child is stopped and no version is left."""
+    raise KeyboardInterrupt
+
+
+def stage_paths(data_url: str, train_url: str, cache: Path) -> tuple[str, str]:
+    """Local stand-ins for remote URLs: data downloaded, output written to a local mirror first."""
+    from ..storage import is_remote, parse_url, stage_in
+
+    if is_remote(data_url):
+        click.echo(f"downloading {data_url} ...")
+        data_url = str(stage_in(data_url, cache / "data"))
+    if is_remote(train_url):
+        parsed = parse_url(train_url)
+        # Version numbers follow this machine's mirror of the output root.
+        train_url = str(Path(click.get_app_dir("modelarts-mnist")) / "jobs" / parsed.bucket / parsed.key.strip("/"))
+    return data_url, train_url
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--data_url", "--data-url", "data_url", required=True,
+              help="The dataset folder (four IDX files, raw or .gz): a local path, obs:// or s3://.")
+@click.option("--train_url", "--train-url", "train_url", required=True,
+              help="The output root (versions V0001, V0002, ... go under it) or a V000N folder.")
+@click.option("--boot-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Another boot file instead of codes/train_mnist_tf.py.")
+@click.option("--quiet", "-q", is_flag=True, help="Do not echo the training log (it is still saved).")
+@click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
+def train(data_url: str, train_url: str, boot_file: Path | None, quiet: bool, extra_args: tuple[str, ...]) -> None:
+    """Run the boot file as a ModelArts training job; flags it does not know (e.g. --max_steps=500) pass through.
+
+    The log is streamed here and saved as train.log in the version folder, beside job.json (status)
+    and the SavedModel in model/. Prints the version produced.
+    """
+    from ..jobs import run_job
+    from ..storage import is_remote, stage_out
+
+    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelarts-mnist-stage-") as cache:
+            local_data, local_train = stage_paths(data_url, train_url, Path(cache))
+            echo = None if quiet else click.echo
+            version = run_job(local_data, local_train, extra_args, boot_file=boot_file, echo=echo)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if is_remote(train_url):
+        remote = train_url.rstrip("/") if train_url.rstrip("/").endswith(version.name) else \
+            f"{train_url.rstrip('/')}/{version.name}"
+        stage_out(version, remote)
+        click.echo(f"uploaded {version} to {remote}")
+    click.echo(f"version: {version.name} ({version})")
+
+
+def format_metrics(metrics: dict) -> str:
+    """'accuracy 0.9910  f1 0.9909' style, or '-' when there are none."""
+    shown = [f"{key} {metrics[key]:.4f}" for key in ("accuracy", "precision", "recall", "f1") if key in metrics]
+    return "  ".join(shown) or "-"
+
+
+@click.command()
+@click.argument("root", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def versions(root: Path) -> None:
+    """List the versions under a train_url DIR: status, exit code and test metrics."""
+    from ..jobs import list_versions
+
+    rows = list_versions(root)
+    if not rows:
+        click.echo(f"no versions under {root}")
+        return
+    for info in rows:
+        code = "" if info.exit_code is None else f" (exit {info.exit_code})"
+        location = "" if info.path.name == info.name else f"  [{info.path.name}]"
+        click.echo(f"{info.name}  {info.status + code:<16} {format_metrics(info.metrics)}{location}")

@@ -1,0 +1,286 @@
+"""The local training-job runner: reserve a version V000N, run the boot file as ModelArts does, keep log and status.
+
+A job works in a hidden folder `.V000N.tmp-<pid>` beside the versions, flock-ed for as long as the job runs
+(the kernel drops the lock even on kill -9, so a dead job's folder is recognised and swept). The boot file is
+told to write to `<that folder>/output/V000N`; when it succeeds, its files, `train.log` and `job.json` are
+renamed into place as `V000N` in one step. A failed job is kept as `.failed-V000N-<time>` (not a version).
+The boot file applies the same locking protocol when it is run directly.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .artifacts import BOOT_FILE, artifact_path
+from .errors import DataError, TrainingError
+
+log = logging.getLogger(__name__)
+
+VERSION_PATTERN = re.compile(r"^V\d{4}$")
+TEMP_PATTERN = re.compile(r"^\.(V\d{4})\.tmp-\d+$")
+FAILED_PATTERN = re.compile(r"^\.failed-(V\d{4})-")
+JOB_FILE = "job.json"
+LOG_FILE = "train.log"
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class VersionInfo:
+    """One row of `modelarts-mnist versions`: a version, a running job or a failed one."""
+
+    name: str
+    path: Path
+    status: str
+    exit_code: int | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+def format_version(number: int) -> str:
+    """'V0001' for 1."""
+    return f"V{number:04d}"
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive flock on a folder while allocating or publishing versions."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def try_lock(folder: Path) -> int | None:
+    """An fd holding a non-blocking flock on `folder`, or None when a live process holds it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def is_live(folder: Path) -> bool:
+    """True when a running job holds the folder's lock."""
+    fd = try_lock(folder)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def live_reservations(root: Path, *, sweep: bool = False) -> set[str]:
+    """Version names reserved by running jobs; with `sweep`, dead jobs' temp folders are removed."""
+    names = set()
+    for entry in root.iterdir() if root.is_dir() else ():
+        match = TEMP_PATTERN.match(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        if is_live(entry):
+            names.add(match.group(1))
+        elif sweep:
+            shutil.rmtree(entry, ignore_errors=True)
+    return names
+
+
+def next_version_name(root: str | os.PathLike) -> str:
+    """The name the next job under `root` gets: one past the highest version or running job."""
+    root = Path(root)
+    taken = live_reservations(root)
+    if root.is_dir():
+        taken |= {p.name for p in root.iterdir() if VERSION_PATTERN.match(p.name)}
+    return format_version(max((int(name[1:]) for name in taken), default=0) + 1)
+
+
+def split_train_url(train_url: str | os.PathLike) -> tuple[Path, str | None]:
+    """(root, explicit version name or None) for a --train_url."""
+    path = Path(train_url)
+    return (path.parent, path.name) if VERSION_PATTERN.match(path.name) else (path, None)
+
+
+@dataclass
+class Reservation:
+    """A version number held by this process: its final path and the locked temp folder."""
+
+    target: Path
+    temp: Path
+    fd: int
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+
+def reserve(train_url: str | os.PathLike) -> Reservation:
+    """Reserve the next version (or the one named by train_url) atomically under the root's lock."""
+    root, explicit = split_train_url(train_url)
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root):
+        live = live_reservations(root, sweep=True)
+        name = explicit or next_version_name(root)
+        target = root / name
+        if name in live or (target.exists() and any(target.iterdir())):
+            raise TrainingError(f"{target}: this version already exists or is being trained; "
+                                "pass the output root as --train_url to get the next free version")
+        temp = root / f".{name}.tmp-{os.getpid()}"
+        temp.mkdir()
+        fd = try_lock(temp)
+    return Reservation(target, temp, fd)
+
+
+def publish(reservation: Reservation) -> Path:
+    """Rename the finished temp folder to its version name in one step; release the reservation."""
+    with locked(reservation.target.parent):
+        if reservation.target.is_dir():
+            reservation.target.rmdir()  # an empty placeholder; a full folder was refused in reserve()
+        os.replace(reservation.temp, reservation.target)
+    os.close(reservation.fd)
+    return reservation.target
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write JSON beside the target, then rename (readers never see half a file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM when the runner dies, so no orphan keeps training (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def boot_command(boot_file: Path, data_url: str, output: Path, extra_args: Sequence[str]) -> list[str]:
+    """The command line ModelArts would run: python <boot file> --data_url=... --train_url=... <extra>."""
+    return [sys.executable, "-u", str(boot_file), f"--data_url={data_url}", f"--train_url={output}",
+            *extra_args]
+
+
+def stream(process: subprocess.Popen, log_path: Path, echo: Callable[[str], None] | None) -> None:
+    """Copy the child's output to train.log (and to `echo`) line by line while it runs."""
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        for line in process.stdout:
+            log_file.write(line)
+            log_file.flush()
+            if echo is not None:
+                echo(line.rstrip("\n"))
+
+
+def run_boot_file(command: list[str], log_path: Path, echo: Callable[[str], None] | None) -> int:
+    """Run the boot file to completion; on Ctrl-C or SIGTERM, stop it first and re-raise."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               errors="replace", env=env, preexec_fn=die_with_parent)
+    try:
+        stream(process, log_path, echo)
+        return process.wait()
+    except BaseException:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
+
+
+def now() -> str:
+    """Local time, ISO 8601 with offset."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def settle(reservation: Reservation, job: dict, exit_code: int | None, output: Path) -> Path:
+    """Publish a succeeded job as its version; park a failed one as .failed-V000N-<time>; return where."""
+    succeeded = exit_code == 0 and (output / "model").is_dir()
+    job.update(status="succeeded" if succeeded else "failed", exit_code=exit_code, finished=now())
+    if succeeded:
+        for item in output.iterdir():
+            os.replace(item, reservation.temp / item.name)
+        shutil.rmtree(reservation.temp / "output")
+        write_json(reservation.temp / JOB_FILE, job)
+        return publish(reservation)
+    write_json(reservation.temp / JOB_FILE, job)
+    parked = reservation.temp.with_name(f".failed-{reservation.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.replace(reservation.temp, parked)
+    os.close(reservation.fd)
+    return parked
+
+
+def run_job(data_url: str | os.PathLike, train_url: str | os.PathLike, extra_args: Sequence[str] = (), *,
+            boot_file: str | os.PathLike | None = None, echo: Callable[[str], None] | None = None) -> Path:
+    """Run the boot file as a training job on local paths; returns the version folder it produced.
+
+    Raises:
+        DataError: data_url is not a folder.
+        TrainingError: the boot file failed (the log stays in the .failed-V000N-* folder it names).
+    """
+    if not Path(data_url).is_dir():
+        raise DataError(f"{data_url}: dataset folder not found")
+    boot = Path(boot_file) if boot_file else artifact_path(BOOT_FILE)
+    reservation = reserve(train_url)
+    output = reservation.temp / "output" / reservation.name
+    command = boot_command(boot, str(Path(data_url).resolve()), output, extra_args)
+    job = {"version": reservation.name, "status": "running", "exit_code": None, "started": now(),
+           "data_url": str(data_url), "train_url": str(train_url), "command": command, "pid": os.getpid()}
+    write_json(reservation.temp / JOB_FILE, job)
+    log.info("job %s: %s", reservation.name, " ".join(command))
+    try:
+        exit_code = run_boot_file(command, reservation.temp / LOG_FILE, echo)
+    except BaseException:
+        job["interrupted"] = True
+        settle(reservation, job, None, output)
+        raise
+    where = settle(reservation, job, exit_code, output)
+    if job["status"] != "succeeded":
+        raise TrainingError(f"training job {reservation.name} failed (exit code {exit_code}); "
+                            f"log: {where / LOG_FILE}")
+    return where
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file's content, or {} when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def describe(entry: Path) -> VersionInfo | None:
+    """The VersionInfo of one entry under a train_url root, or None for anything else."""
+    job = read_json(entry / JOB_FILE)
+    metrics = read_json(entry / "metrics.json")
+    if VERSION_PATTERN.match(entry.name):
+        status = job.get("status") or ("succeeded" if (entry / "model").is_dir() else "incomplete")
+        return VersionInfo(entry.name, entry, status, job.get("exit_code"), metrics)
+    temp, failed = TEMP_PATTERN.match(entry.name), FAILED_PATTERN.match(entry.name)
+    if temp and is_live(entry):
+        return VersionInfo(temp.group(1), entry, "running")
+    if failed:
+        return VersionInfo(failed.group(1), entry, "failed", job.get("exit_code"), metrics)
+    return None
+
+
+def list_versions(root: str | os.PathLike) -> list[VersionInfo]:
+    """Versions, running jobs and failed jobs under a train_url root, by version name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = (describe(entry) for entry in root.iterdir() if entry.is_dir())
+    return sorted((info for info in found if info is not None), key=lambda info: (info.name, info.path.name))
