@@ -1,0 +1,221 @@
+"""Single-object operations on OBS/S3 through an injected boto3 client, each verified and with clear errors."""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import checksum
+from .errors import StorageError
+from .obs import ObsSettings, create_client, from_env, translate_error
+
+log = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD = 8 * checksum.MIB
+PART_SIZE = 8 * checksum.MIB
+TEMP_MARK = ".mnist-part-"  # downloads land in `.<name>.mnist-part-<id>` until verified
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: its key, size in bytes and ETag (without quotes)."""
+
+    key: str
+    size: int
+    etag: str
+
+
+class ObjectStore:
+    """OBS/S3 objects through one boto3 client; give `client` (tests, callers) or `settings` (else the env)."""
+
+    def __init__(self, client: Any = None, *, settings: ObsSettings | None = None,
+                 multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE):
+        self._client = client
+        self._settings = settings
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+
+    def __repr__(self) -> str:
+        endpoint = self._settings.endpoint if self._settings else None
+        return f"ObjectStore(endpoint={endpoint!r})"
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, created from the settings (or the environment) on first use."""
+        if self._client is None:
+            self._client = create_client(self._settings or from_env())
+        return self._client
+
+    def transfer_config(self) -> Any:
+        """boto3's TransferConfig: multipart above the threshold, parts of part_size."""
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=self.multipart_threshold, multipart_chunksize=self.part_size,
+                              max_concurrency=4, use_threads=True)
+
+    def require_bucket(self, bucket: str, key: str = "") -> None:
+        """Raise a StorageError naming the bucket (and the key about to be used) unless the bucket is usable."""
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a named StorageError
+            error = translate_error(exc, bucket, key)
+            if error.http_status == 404:
+                where = f"obs://{bucket}/{key}" if key else f"obs://{bucket}"
+                error = StorageError(f"cannot access {where}: bucket {bucket!r} does not exist", http_status=404)
+            raise error from exc
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's info, or None when the bucket exists but the key does not."""
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001
+            error = translate_error(exc, bucket, key, action="read")
+            if error.http_status != 404:
+                raise error from exc
+            self.require_bucket(bucket, key)  # a 404 on HEAD may also mean "no such bucket"
+            return None
+        return ObjectInfo(key, int(head["ContentLength"]), checksum.clean_etag(head.get("ETag")))
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix` (directory markers ending in '/' left out)."""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if not item["Key"].endswith("/"):
+                        yield ObjectInfo(item["Key"], int(item["Size"]), checksum.clean_etag(item.get("ETag")))
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise translate_error(exc, bucket, prefix, action="list") from exc
+
+    def list_level(self, bucket: str, prefix: str = "") -> tuple[list[str], list[ObjectInfo]]:
+        """One folder level under `prefix`: (sub-prefixes, objects), like `ls`."""
+        folders: list[str] = []
+        objects: list[ObjectInfo] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for page in pages:
+                folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+                objects += [ObjectInfo(i["Key"], int(i["Size"]), checksum.clean_etag(i.get("ETag")))
+                            for i in page.get("Contents", []) if not i["Key"].endswith("/")]
+        except Exception as exc:  # noqa: BLE001
+            raise translate_error(exc, bucket, prefix, action="list") from exc
+        return folders, objects
+
+    def list_buckets(self) -> list[str]:
+        """Names of the buckets these credentials can see."""
+        try:
+            return [b["Name"] for b in self.client.list_buckets().get("Buckets", [])]
+        except Exception as exc:  # noqa: BLE001
+            raise translate_error(exc, "", action="list buckets") from exc
+
+    def expected_etag(self, path: Path) -> str:
+        """The ETag our upload of `path` will get."""
+        size = path.stat().st_size
+        return checksum.expected_etag(path, size, self.multipart_threshold, self.part_size)
+
+    def matches(self, path: Path, info: ObjectInfo | None) -> bool | None:
+        """Whether local `path` has the object's content: True/False, None when the ETag cannot tell."""
+        if info is None or not path.is_file() or path.stat().st_size != info.size:
+            return False
+        return checksum.matches_etag(path, info.etag, part_size=self.part_size)
+
+    def upload(self, path: Path, bucket: str, key: str, callback: Callable[[int], None] | None = None) -> ObjectInfo:
+        """Upload one file (multipart when large), then check size and ETag; nothing half-done is left."""
+        try:
+            self.client.upload_file(str(path), bucket, key, Config=self.transfer_config(), Callback=callback)
+        except BaseException as exc:
+            self.abort_incomplete(bucket, key)
+            if not isinstance(exc, Exception):
+                raise
+            raise _transfer_error(exc, bucket, key, "upload") from exc
+        return self.verify_upload(path, bucket, key)
+
+    def verify_upload(self, path: Path, bucket: str, key: str) -> ObjectInfo:
+        """Check the stored object against `path`; delete it and raise when it does not match."""
+        info = self.stat(bucket, key)
+        if info is None:
+            raise StorageError(f"upload of {path} to obs://{bucket}/{key} finished but the object is missing")
+        verdict = self.matches(path, info)
+        if verdict is False:
+            self.remove(bucket, [key])
+            raise StorageError(f"upload of {path} to obs://{bucket}/{key} does not match after transfer "
+                               f"(size {info.size}, ETag {info.etag}); the object was removed")
+        if verdict is None:
+            log.debug("obs://%s/%s: ETag %s is not an MD5, verified size only", bucket, key, info.etag)
+        return info
+
+    def download(self, bucket: str, key: str, path: Path, callback: Callable[[int], None] | None = None,
+                 info: ObjectInfo | None = None) -> ObjectInfo:
+        """Download one object beside `path`, check size and ETag, then rename into place."""
+        info = info or self.stat(bucket, key)
+        if info is None:
+            raise StorageError(f"cannot read obs://{bucket}/{key}: no such object {key!r} in bucket {bucket!r}",
+                               http_status=404)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
+        try:
+            self.client.download_file(bucket, key, str(temp), Config=self.transfer_config(), Callback=callback)
+            if self.matches(temp, info) is False:
+                raise StorageError(f"download of obs://{bucket}/{key} to {path} does not match the object "
+                                   f"(size {info.size}, ETag {info.etag})")
+            os.replace(temp, path)
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _transfer_error(exc, bucket, key, "download") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+        return info
+
+    def copy_object(self, src: ObjectInfo, src_bucket: str, bucket: str, key: str) -> ObjectInfo:
+        """Server-side copy of one object, then check its size."""
+        try:
+            self.client.copy({"Bucket": src_bucket, "Key": src.key}, bucket, key, Config=self.transfer_config())
+        except Exception as exc:  # noqa: BLE001
+            self.abort_incomplete(bucket, key)
+            raise _transfer_error(exc, bucket, key, "copy to") from exc
+        info = self.stat(bucket, key)
+        if info is None or info.size != src.size:
+            raise StorageError(f"copy of obs://{src_bucket}/{src.key} to obs://{bucket}/{key} does not match")
+        return info
+
+    def remove(self, bucket: str, keys: list[str]) -> int:
+        """Delete `keys` (in batches of 1,000); returns how many were asked for."""
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start:start + 1000]]
+            try:
+                answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            except Exception as exc:  # noqa: BLE001
+                raise translate_error(exc, bucket, batch[0]["Key"], action="delete") from exc
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise StorageError(f"cannot delete obs://{bucket}/{first['Key']}: {first.get('Code')} "
+                                   f"{first.get('Message', '')}".strip())
+        return len(keys)
+
+    def abort_incomplete(self, bucket: str, key: str) -> int:
+        """Abort multipart uploads left open for exactly `key`, so no partial parts linger; returns the count."""
+        try:
+            uploads = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+            for upload in uploads:
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+        except Exception as exc:  # noqa: BLE001 - cleanup is best effort; the original error matters
+            log.warning("could not abort incomplete uploads of obs://%s/%s: %s", bucket, key, exc)
+            return 0
+        return sum(1 for u in uploads if u["Key"] == key)
+
+
+def _transfer_error(exc: Exception, bucket: str, key: str, action: str) -> StorageError:
+    """A named StorageError for a failed transfer, seeing through s3transfer's wrappers."""
+    if isinstance(exc, StorageError):
+        return exc
+    from boto3.exceptions import S3UploadFailedError
+
+    cause = exc.__context__ if isinstance(exc, S3UploadFailedError) and exc.__context__ else exc
+    return translate_error(cause, bucket, key, action=action)

@@ -1,0 +1,273 @@
+"""One storage layer for local paths, obs://bucket/key and s3://bucket/key: copy, sync, list, remove, stage.
+
+Folder copies run in parallel (the `mox.file.copy_parallel` analogue), skip files that are already
+identical (size and MD5/ETag), verify every file after transfer, and can simply be run again after
+an interruption: finished files are skipped, unfinished ones are redone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from . import checksum
+from .errors import StorageError
+from .objectstore import TEMP_MARK, ObjectInfo, ObjectStore
+from .progress import progress
+
+log = logging.getLogger(__name__)
+
+REMOTE_SCHEMES = ("obs", "s3")
+DEFAULT_WORKERS = 8
+
+
+class ObjectUrl(NamedTuple):
+    """A parsed obs:// or s3:// URL."""
+
+    scheme: str
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}"
+
+    def child(self, relative: str) -> "ObjectUrl":
+        """The URL of `relative` inside this one, taken as a folder."""
+        prefix = self.key.rstrip("/")
+        return self._replace(key=f"{prefix}/{relative}" if prefix else relative)
+
+
+def is_remote(url: str | os.PathLike) -> bool:
+    """Whether `url` names OBS/S3 (obs://, s3://) rather than a local path."""
+    return isinstance(url, str) and url.split("://", 1)[0].lower() in REMOTE_SCHEMES and "://" in url
+
+
+def parse_url(url: str) -> ObjectUrl:
+    """Split obs://bucket/key into its parts; raise StorageError for anything else."""
+    if not is_remote(url):
+        raise StorageError(f"{url!r} is not an obs:// or s3:// URL")
+    scheme, rest = url.split("://", 1)
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{url!r} names no bucket (expected {scheme}://bucket/key)")
+    return ObjectUrl(scheme.lower(), bucket, key)
+
+
+@dataclass
+class CopyReport:
+    """What a copy did: files copied and skipped as identical, and bytes moved."""
+
+    copied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_copied: int = 0
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One file to copy: its path relative to the source root, size, and remote info when remote."""
+
+    relative: str
+    size: int
+    info: ObjectInfo | None = None
+
+
+class Storage:
+    """Copy, list and remove across local folders and OBS/S3, through one injected ObjectStore."""
+
+    def __init__(self, store: ObjectStore | None = None, *, workers: int = DEFAULT_WORKERS,
+                 after_each: Callable[[str], None] | None = None, show_progress: bool | None = None):
+        self.store = store or ObjectStore()
+        self.workers = workers
+        self.after_each = after_each  # test seam: called after each file finishes (may raise to interrupt)
+        self.show_progress = show_progress
+        self._lock = threading.Lock()
+
+    def copy(self, src: str, dst: str, *, recursive: bool = False) -> CopyReport:
+        """Copy a file, or with `recursive` a folder's contents, from `src` to `dst` (local or remote)."""
+        items, root_is_file = self._plan(src, recursive)
+        if root_is_file and (dst.endswith("/") or (not is_remote(dst) and Path(dst).is_dir())):
+            dst = _join(dst, _basename(src))
+        report = CopyReport()
+        with progress(sum(i.size for i in items), f"copy {len(items)} files", enabled=self.show_progress) as bar:
+            self._run(items, src, dst, root_is_file, report, bar)
+        log.info("copied %d files (%d bytes), skipped %d identical", len(report.copied), report.bytes_copied,
+                 len(report.skipped))
+        return report
+
+    def sync(self, src: str, dst: str) -> CopyReport:
+        """Make `dst` hold every file of folder `src`: copy what differs, skip what is identical."""
+        return self.copy(src, dst, recursive=True)
+
+    def _plan(self, src: str, recursive: bool) -> tuple[list[_Item], bool]:
+        """The files to copy from `src`, and whether `src` is a single file."""
+        if not is_remote(src):
+            path = Path(src)
+            if path.is_file():
+                return [_Item("", path.stat().st_size)], True
+            if not path.is_dir():
+                raise StorageError(f"cannot copy {src}: no such file or folder")
+            if not recursive:
+                raise StorageError(f"cannot copy {src}: it is a folder (use -r / recursive)")
+            return _local_items(path), False
+        url = parse_url(src)
+        if url.key and not url.key.endswith("/"):
+            info = self.store.stat(url.bucket, url.key)
+            if info is not None:
+                return [_Item("", info.size, info)], True
+        if not recursive:
+            raise StorageError(f"cannot copy {src}: no such object {url.key!r} in bucket {url.bucket!r}"
+                               " (for a folder use -r / recursive)", http_status=404)
+        prefix = url.key.rstrip("/") + "/" if url.key.strip("/") else ""
+        items = [_Item(o.key[len(prefix):], o.size, o) for o in self.store.list(url.bucket, prefix)]
+        if not items and url.key:
+            raise StorageError(f"cannot copy {src}: nothing under key {prefix!r} in bucket {url.bucket!r}",
+                               http_status=404)
+        return items, False
+
+    def _run(self, items: list[_Item], src: str, dst: str, single: bool, report: CopyReport, bar) -> None:
+        """Copy `items` on a thread pool; on the first failure stop, clean up, and raise."""
+        if is_remote(dst):  # fail once, early and clearly, rather than once per file
+            self.store.require_bucket(parse_url(dst).bucket, parse_url(dst).key)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="obs-copy") as pool:
+            futures = [pool.submit(self._copy_item, item, src, dst, single, report, bar) for item in items]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:  # also on Ctrl-C: start nothing new; files in flight finish whole
+                for future in futures:
+                    future.cancel()
+        failures = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+        if failures:
+            first = failures[0]
+            finished = len(report.copied) + len(report.skipped)
+            message = (f"copy {src} -> {dst} stopped after {finished} of {len(items)} files: {first}; "
+                       "run the same command again to finish")
+            raise StorageError(message, http_status=getattr(first, "http_status", None)) from first
+
+    def _copy_item(self, item: _Item, src: str, dst: str, single: bool, report: CopyReport, bar) -> None:
+        """Copy one file unless the destination already holds the same bytes."""
+        source = src if single else _join(src, item.relative)
+        target = dst if single else _join(dst, item.relative)
+        if self._identical(item, source, target):
+            with self._lock:
+                report.skipped.append(item.relative or _basename(src))
+                bar.update(item.size)
+        else:
+            self._transfer(item, source, target, lambda n: self._advance(bar, n))
+            with self._lock:
+                report.copied.append(item.relative or _basename(src))
+                report.bytes_copied += item.size
+        if self.after_each is not None:
+            self.after_each(item.relative or _basename(src))
+
+    def _advance(self, bar, n_bytes: int) -> None:
+        """Move the shared progress bar from any worker thread."""
+        with self._lock:
+            bar.update(n_bytes)
+
+    def _identical(self, item: _Item, source: str, target: str) -> bool:
+        """Whether `target` already has `source`'s size and checksum."""
+        if is_remote(target):
+            url = parse_url(target)
+            existing = self.store.stat(url.bucket, url.key)
+            if existing is None or existing.size != item.size:
+                return False
+            if item.info is not None:
+                return bool(existing.etag) and existing.etag == item.info.etag
+            return self.store.matches(Path(source), existing) is True
+        path = Path(target)
+        if not path.is_file() or path.stat().st_size != item.size:
+            return False
+        if item.info is not None:
+            return self.store.matches(path, item.info) is True
+        return checksum.md5_of(path) == checksum.md5_of(Path(source))
+
+    def _transfer(self, item: _Item, source: str, target: str, callback: Callable[[int], None]) -> None:
+        """Move one file between any two places, verified."""
+        if is_remote(source) and is_remote(target):
+            src_url, dst_url = parse_url(source), parse_url(target)
+            self.store.copy_object(item.info, src_url.bucket, dst_url.bucket, dst_url.key)
+            callback(item.size)
+        elif is_remote(source):
+            url = parse_url(source)
+            self.store.download(url.bucket, url.key, Path(target), callback, info=item.info)
+        elif is_remote(target):
+            url = parse_url(target)
+            self.store.upload(Path(source), url.bucket, url.key, callback)
+        else:
+            _copy_local(Path(source), Path(target))
+            callback(item.size)
+
+    def list(self, url: str) -> tuple[list[str], list[ObjectInfo]]:
+        """One level under `url`: (folder names ending in '/', objects); bucket names for obs://."""
+        if not is_remote(url):
+            raise StorageError(f"ls needs an obs:// or s3:// URL, got {url!r}")
+        if url.split("://", 1)[1].strip("/") == "":
+            return [f"{b}/" for b in self.store.list_buckets()], []
+        parsed = parse_url(url)
+        key = parsed.key
+        if key and not key.endswith("/") and self.store.stat(parsed.bucket, key) is None:
+            key += "/"
+        return self.store.list_level(parsed.bucket, key)
+
+    def remove(self, url: str, *, recursive: bool = False) -> int:
+        """Delete one object, or with `recursive` every object under the folder `url`; returns the count."""
+        parsed = parse_url(url)
+        if not recursive:
+            if not parsed.key or self.store.stat(parsed.bucket, parsed.key) is None:
+                raise StorageError(f"cannot delete {url}: no such object {parsed.key!r} in bucket "
+                                   f"{parsed.bucket!r} (for a folder use -r)", http_status=404)
+            return self.store.remove(parsed.bucket, [parsed.key])
+        prefix = parsed.key.rstrip("/") + "/" if parsed.key.strip("/") else ""
+        self.store.require_bucket(parsed.bucket, parsed.key)
+        return self.store.remove(parsed.bucket, [o.key for o in self.store.list(parsed.bucket, prefix)])
+
+
+def _local_items(root: Path) -> list[_Item]:
+    """Every file under `root`, relative paths with '/', leaving out our unfinished downloads."""
+    items = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and TEMP_MARK not in path.name:
+            items.append(_Item(path.relative_to(root).as_posix(), path.stat().st_size))
+    return items
+
+
+def _copy_local(source: Path, target: Path) -> None:
+    """Copy a local file beside its target, then rename, so no half-written file takes its name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}{TEMP_MARK}{threading.get_ident()}")
+    shutil.copyfile(source, temp)
+    os.replace(temp, target)
+
+
+def _join(base: str, relative: str) -> str:
+    """`relative` inside `base`, for a URL or a local path."""
+    if is_remote(base):
+        return str(parse_url(base).child(relative))
+    return str(Path(base) / relative)
+
+
+def _basename(src: str) -> str:
+    """The last name in a path or URL."""
+    return src.rstrip("/").rsplit("/", 1)[-1]
+
+
+def stage_in(url: str | os.PathLike, cache_dir: str | os.PathLike, *, storage: Storage | None = None) -> Path:
+    """Download a remote folder into `cache_dir/<bucket>/<key>` (skipping files already there); local paths pass through."""
+    if not is_remote(url):
+        return Path(url)
+    parsed = parse_url(str(url))
+    local = Path(cache_dir) / parsed.bucket / parsed.key.strip("/")
+    (storage or Storage()).copy(str(url), str(local), recursive=True)
+    return local
+
+
+def stage_out(local_dir: str | os.PathLike, url: str, *, storage: Storage | None = None) -> CopyReport | None:
+    """Upload a local folder to `url`, each file verified; for a local `url`, copy the folder there."""
+    if not is_remote(url) and Path(url).resolve() == Path(local_dir).resolve():
+        return None
+    return (storage or Storage()).copy(str(local_dir), url, recursive=True)

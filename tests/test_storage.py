@@ -1,0 +1,247 @@
+"""The storage layer against a real S3 server (SeaweedFS): round trips, skips, resume, errors, settings."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from modelarts_mnist import checksum
+from modelarts_mnist.errors import StorageError
+from modelarts_mnist.objectstore import ObjectStore
+from modelarts_mnist.obs import ObsSettings, create_client, from_env
+from modelarts_mnist.storage import Storage, is_remote, parse_url, stage_in, stage_out
+
+
+def make_folder(root: Path, *, big_bytes: int = 6 * 1024 * 1024) -> Path:
+    """A folder of mixed files: nested, empty, small text, binary, and one big enough for multipart."""
+    rng = __import__("random").Random(7)
+    files = {
+        "a.txt": b"hello obs\n",
+        "empty.bin": b"",
+        "nested/deep/x.bin": bytes(rng.getrandbits(8) for _ in range(70_000)),
+        "nested/y.json": b'{"k": 1}',
+        "big.bin": os.urandom(big_bytes),
+    }
+    for i in range(6):
+        files[f"many/file{i}.dat"] = os.urandom(1000 + i)
+    for relative, data in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under root by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def folder(tmp_path) -> Path:
+    return make_folder(tmp_path / "src")
+
+
+def test_folder_round_trip_is_byte_for_byte(s3_storage, s3_bucket, folder, tmp_path):
+    up = s3_storage.copy(str(folder), f"obs://{s3_bucket}/run/data", recursive=True)
+    down = s3_storage.copy(f"obs://{s3_bucket}/run/data", str(tmp_path / "back"), recursive=True)
+    assert sorted(up.copied) == sorted(tree_bytes(folder))
+    assert sorted(down.copied) == sorted(up.copied)
+    assert tree_bytes(tmp_path / "back") == tree_bytes(folder)
+
+
+def test_big_file_goes_multipart_and_its_etag_checks(s3_store, s3_bucket, folder):
+    info = s3_store.upload(folder / "big.bin", s3_bucket, "big.bin")
+    assert info.etag.endswith("-2")  # 6 MiB in 5 MiB parts
+    assert checksum.matches_etag(folder / "big.bin", info.etag, part_size=8 * 1024 * 1024) is True
+    (folder / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    assert checksum.matches_etag(folder / "big.bin", info.etag) is False
+
+
+def test_identical_files_are_skipped_and_changed_ones_copied(s3_storage, s3_bucket, folder):
+    target = f"s3://{s3_bucket}/skip"
+    s3_storage.sync(str(folder), target)
+    (folder / "nested/y.json").write_bytes(b'{"k": 2}')
+    again = s3_storage.sync(str(folder), target)
+    assert again.copied == ["nested/y.json"]
+    assert len(again.skipped) == len(tree_bytes(folder)) - 1
+
+
+def test_interrupted_copy_resumes_and_redoes_only_the_rest(s3_store, s3_bucket, folder, tmp_path):
+    done: list[str] = []
+
+    def interrupt_after_three(relative: str) -> None:
+        done.append(relative)
+        if len(done) == 3:
+            raise RuntimeError("simulated interruption")
+
+    broken = Storage(s3_store, workers=1, after_each=interrupt_after_three, show_progress=False)
+    with pytest.raises(StorageError, match="run the same command again") as caught:
+        broken.copy(str(folder), f"obs://{s3_bucket}/resume", recursive=True)
+    assert 3 <= len(done) < 11  # a file already picked up by the worker may still finish
+    assert f"stopped after {len(done)} of 11 files" in str(caught.value)
+    report = Storage(s3_store, show_progress=False).copy(str(folder), f"obs://{s3_bucket}/resume", recursive=True)
+    assert sorted(report.skipped) == sorted(done)
+    assert sorted(report.copied + report.skipped) == sorted(tree_bytes(folder))
+    Storage(s3_store, show_progress=False).copy(f"obs://{s3_bucket}/resume", str(tmp_path / "back"), recursive=True)
+    assert tree_bytes(tmp_path / "back") == tree_bytes(folder)
+
+
+def test_upload_interrupted_mid_file_leaves_no_object_and_no_open_parts(s3_store, s3_bucket, folder):
+    seen = []
+
+    def fail_midway(n_bytes: int) -> None:
+        seen.append(n_bytes)
+        if sum(seen) > 1024 * 1024:
+            raise RuntimeError("connection lost")
+
+    with pytest.raises(StorageError, match=f"obs://{s3_bucket}/half.bin"):
+        s3_store.upload(folder / "big.bin", s3_bucket, "half.bin", callback=fail_midway)
+    assert s3_store.stat(s3_bucket, "half.bin") is None
+    assert s3_store.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_upload_that_does_not_verify_is_removed(s3_store, s3_bucket, folder):
+    s3_store.upload(folder / "a.txt", s3_bucket, "a.txt")
+    (folder / "a.txt").write_bytes(b"HELLO OBS\n")  # same size, other bytes
+    with pytest.raises(StorageError, match="does not match.*removed"):
+        s3_store.verify_upload(folder / "a.txt", s3_bucket, "a.txt")
+    assert s3_store.stat(s3_bucket, "a.txt") is None
+
+
+def test_single_file_copy_into_folder_url_and_remove(s3_storage, s3_bucket, folder):
+    s3_storage.copy(str(folder / "a.txt"), f"obs://{s3_bucket}/dir/")
+    folders, objects = s3_storage.list(f"obs://{s3_bucket}/")
+    assert folders == ["dir/"] and objects == []
+    assert [o.key for o in s3_storage.list(f"obs://{s3_bucket}/dir")[1]] == ["dir/a.txt"]
+    assert s3_storage.remove(f"obs://{s3_bucket}/dir/a.txt") == 1
+    assert s3_storage.list(f"obs://{s3_bucket}/dir/")[1] == []
+
+
+def test_recursive_remove_deletes_the_folder_only(s3_storage, s3_bucket, folder):
+    s3_storage.copy(str(folder), f"obs://{s3_bucket}/keep", recursive=True)
+    s3_storage.copy(str(folder), f"obs://{s3_bucket}/drop", recursive=True)
+    assert s3_storage.remove(f"obs://{s3_bucket}/drop", recursive=True) == len(tree_bytes(folder))
+    assert s3_storage.list(f"obs://{s3_bucket}/drop/")[1] == []
+    assert len(s3_storage.list(f"obs://{s3_bucket}/keep/many/")[1]) == 6
+
+
+def test_stage_in_and_out(s3_storage, s3_bucket, folder, tmp_path):
+    stage_out(folder, f"obs://{s3_bucket}/staged", storage=s3_storage)
+    local = stage_in(f"obs://{s3_bucket}/staged", tmp_path / "cache", storage=s3_storage)
+    assert local == tmp_path / "cache" / s3_bucket / "staged"
+    assert tree_bytes(local) == tree_bytes(folder)
+    assert stage_in(str(folder), tmp_path / "cache") == folder
+
+
+# --- errors name bucket and key -------------------------------------------------------------------
+
+def test_wrong_secret_is_refused_with_a_clear_error(s3_server, s3_bucket, folder):
+    bad = ObjectStore(create_client(s3_server.settings(secret_key="not-the-secret")))
+    with pytest.raises(StorageError, match=f"obs://{s3_bucket}/x.txt: access denied") as caught:
+        Storage(bad, show_progress=False).copy(str(folder / "a.txt"), f"obs://{s3_bucket}/x.txt")
+    assert caught.value.http_status == 403
+    assert "not-the-secret" not in str(caught.value)
+    with pytest.raises(StorageError, match=f"obs://{s3_bucket}/x.txt: access denied"):
+        Storage(bad, show_progress=False).copy(f"obs://{s3_bucket}/x.txt", str(folder / "x.txt"))
+
+
+def test_missing_bucket_is_named(s3_storage, folder, tmp_path):
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist") as caught:
+        s3_storage.copy(str(folder), "obs://no-such-bucket-here/data", recursive=True)
+    assert caught.value.http_status == 404
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
+        s3_storage.copy("obs://no-such-bucket-here/data/a.txt", str(tmp_path / "a.txt"))
+
+
+def test_missing_key_is_named(s3_storage, s3_store, s3_bucket, tmp_path):
+    with pytest.raises(StorageError, match=f"no such object 'nope.txt' in bucket '{s3_bucket}'"):
+        s3_storage.copy(f"obs://{s3_bucket}/nope.txt", str(tmp_path / "nope.txt"))
+    with pytest.raises(StorageError, match=f"nothing under key 'nope/' in bucket '{s3_bucket}'"):
+        s3_storage.copy(f"obs://{s3_bucket}/nope", str(tmp_path / "nope"), recursive=True)
+    with pytest.raises(StorageError, match="no such object 'nope.txt'"):
+        s3_store.download(s3_bucket, "nope.txt", tmp_path / "nope.txt")
+    with pytest.raises(StorageError, match="cannot delete"):
+        s3_storage.remove(f"obs://{s3_bucket}/nope.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_endpoint_fails_fast(folder):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    settings = ObsSettings(endpoint=f"http://127.0.0.1:{port}", access_key="ak", secret_key="sk",
+                           connect_timeout=1, read_timeout=1, max_attempts=2)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="obs://bucket-x/k.txt: OBS endpoint unreachable"):
+        ObjectStore(create_client(settings)).upload(folder / "a.txt", "bucket-x", "k.txt")
+    assert time.monotonic() - started < 10
+
+
+def test_silent_endpoint_times_out_instead_of_hanging(folder):
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        settings = ObsSettings(endpoint=f"http://127.0.0.1:{listener.getsockname()[1]}", access_key="ak",
+                               secret_key="sk", connect_timeout=1, read_timeout=1, max_attempts=2)
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="obs://bucket-x/k.txt.*not answering"):
+            ObjectStore(create_client(settings)).stat("bucket-x", "k.txt")
+        assert time.monotonic() - started < 10
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+def test_settings_from_env_accept_aws_names_and_flags_win():
+    env = {"AWS_ACCESS_KEY_ID": "AKAWS", "AWS_SECRET_ACCESS_KEY": "SKAWS",
+           "MODELARTS_OBS_ENDPOINT": "https://obs.cn-north-4.myhuaweicloud.com", "MODELARTS_OBS_MAX_ATTEMPTS": "5"}
+    settings = from_env(env, access_key="AKFLAG", addressing="path")
+    assert (settings.access_key, settings.secret_key) == ("AKFLAG", "SKAWS")
+    assert settings.resolved_region == "cn-north-4"
+    assert settings.max_attempts == 5 and settings.addressing == "path"
+
+
+def test_secret_never_in_repr_or_logs(s3_server, s3_bucket, folder, caplog):
+    settings = s3_server.settings()
+    assert s3_server.secret_key not in repr(settings)
+    store = ObjectStore(create_client(settings), settings=settings)
+    assert s3_server.secret_key not in repr(store)
+    with caplog.at_level(logging.DEBUG):
+        Storage(store, show_progress=False).copy(str(folder), f"obs://{s3_bucket}/logged", recursive=True)
+    assert caplog.text and s3_server.secret_key not in caplog.text
+
+
+@pytest.mark.parametrize("style", ["virtual", "path"], ids=["virtual-host", "path-style"])
+def test_client_is_configured_the_way_obs_needs(style):
+    settings = ObsSettings(endpoint="https://obs.cn-north-1.myhuaweicloud.com", access_key="a", secret_key="s",
+                           addressing=style, connect_timeout=3, read_timeout=7, max_attempts=4)
+    config = create_client(settings).meta.config
+    assert config.signature_version == "s3v4"
+    assert config.request_checksum_calculation == "when_required"
+    assert config.response_checksum_validation == "when_required"
+    assert config.s3["addressing_style"] == style
+    assert (config.connect_timeout, config.read_timeout, config.retries["total_max_attempts"]) == (3, 7, 4)
+
+
+def test_missing_credentials_and_bad_settings_are_refused():
+    with pytest.raises(StorageError, match="MODELARTS_OBS_ACCESS_KEY"):
+        create_client(ObsSettings(endpoint="http://127.0.0.1:1"))
+    with pytest.raises(StorageError, match="MODELARTS_OBS_READ_TIMEOUT"):
+        from_env({"MODELARTS_OBS_READ_TIMEOUT": "soon"})
+    with pytest.raises(StorageError, match="addressing style 'sideways'"):
+        ObsSettings(addressing="sideways")
+
+
+@pytest.mark.parametrize("url, remote", [("obs://b/k", True), ("s3://b/", True), ("/tmp/x", False),
+                                         ("obs:/b", False), ("data/obs://", False)])
+def test_is_remote(url, remote):
+    assert is_remote(url) is remote
+
+
+def test_parse_url_names_the_problem():
+    assert parse_url("OBS://bkt/a/b.txt") == ("obs", "bkt", "a/b.txt")
+    with pytest.raises(StorageError, match="names no bucket"):
+        parse_url("obs:///key")
