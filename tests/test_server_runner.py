@@ -1,60 +1,15 @@
 """How `serve` runs: real HTTP against a subprocess (threaded and gunicorn), draining on SIGTERM."""
 from __future__ import annotations
 
-import http.client
-import io
-import json
 import os
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 
+from fixtures.serving import multipart, request, wait_healthy
 from modelarts_mnist.server.runner import InFlight, tf_threads_for
-
-
-def request(serve, method, path, body=None, headers=None, timeout=30):
-    """One request on a fresh connection: (status, headers, parsed JSON body or raw bytes)."""
-    conn = http.client.HTTPConnection(serve.host, serve.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        raw = response.read()
-        try:
-            return response.status, dict(response.getheaders()), json.loads(raw)
-        except ValueError:
-            return response.status, dict(response.getheaders()), raw
-    finally:
-        conn.close()
-
-
-def multipart(fields: dict[str, bytes | str]) -> tuple[bytes, dict[str, str]]:
-    """A multipart body: bytes values become files named <field>.png, str values text fields."""
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields.items():
-        out.write(f"--{boundary}\r\n".encode())
-        if isinstance(value, bytes):
-            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
-                      f"Content-Type: image/png\r\n\r\n".encode() + value + b"\r\n")
-        else:
-            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def wait_healthy(serve, timeout=60.0) -> list[int]:
-    """Poll /health until 200; the statuses seen on the way."""
-    seen, deadline = [], time.monotonic() + timeout
-    while not seen or seen[-1] != 200:
-        assert serve.proc.poll() is None, serve.log.read_text()
-        assert time.monotonic() < deadline, f"not healthy after {timeout} s: {seen[-3:]}"
-        seen.append(request(serve, "GET", "/health")[0])
-        if seen[-1] != 200:
-            time.sleep(0.05)
-    return seen
 
 
 def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> bytes:
