@@ -78,6 +78,6 @@ def versions(root: Path) -> None:
         click.echo(f"no versions under {root}")
         return
     for info in rows:
-        code = "" if info.exit_code is None else f" (exit {info.exit_code})"
+        code = f" (exit {info.exit_code})" if info.exit_code else ""
         location = "" if info.path.name == info.name else f"  [{info.path.name}]"
         click.echo(f"{info.name}  {info.status + code:<16} {format_metrics(info.metrics)}{location}")

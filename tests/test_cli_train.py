@@ -1,0 +1,56 @@
+"""`modelarts-mnist train` and `versions` through click's CliRunner (fake boot file, no TF)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from modelarts_mnist.cli import main
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+def test_train_passes_unknown_flags_through_and_prints_the_version(runner, tmp_path, small_dataset, fake_boot_file):
+    root = tmp_path / "out"
+    args = ["train", "--data_url", str(small_dataset), "--train_url", str(root), "--boot-file", str(fake_boot_file),
+            "--max_steps=5", "--num_gpus", "1"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "--max_steps=5 --num_gpus 1" in result.output  # streamed log of the child
+    assert result.output.splitlines()[-1] == f"version: V0001 ({root / 'V0001'})"
+    assert json.loads((root / "V0001" / "job.json").read_text())["status"] == "succeeded"
+
+
+def test_train_quiet_still_saves_the_log(runner, tmp_path, small_dataset, fake_boot_file):
+    args = ["train", "--data_url", str(small_dataset), "--train_url", str(tmp_path), "--boot-file",
+            str(fake_boot_file), "-q"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0 and "fake boot file" not in result.output
+    assert "fake boot file" in (tmp_path / "V0001" / "train.log").read_text()
+
+
+def test_failed_training_is_a_clean_error(runner, tmp_path, small_dataset, fake_boot_file):
+    args = ["train", "--data_url", str(small_dataset), "--train_url", str(tmp_path), "--boot-file",
+            str(fake_boot_file), "--fail", "-q"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert "Error: training job V0001 failed (exit code 3)" in result.output
+
+
+def test_versions_lists_status_and_metrics(runner, tmp_path, small_dataset, fake_boot_file):
+    base = ["train", "--data_url", str(small_dataset), "--train_url", str(tmp_path), "--boot-file",
+            str(fake_boot_file), "-q"]
+    runner.invoke(main, base)
+    runner.invoke(main, [*base, "--fail"])
+    lines = runner.invoke(main, ["versions", str(tmp_path)]).output.splitlines()
+    assert lines[0].split()[:3] == ["V0001", "succeeded", "accuracy"] and "0.5000" in lines[0]
+    assert lines[1].startswith("V0002  failed (exit 3)") and "[.failed-V0002-" in lines[1]
+
+
+def test_versions_of_an_empty_folder(runner, tmp_path):
+    result = runner.invoke(main, ["versions", str(tmp_path)])
+    assert result.exit_code == 0 and result.output == f"no versions under {tmp_path}\n"
