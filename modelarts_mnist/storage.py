@@ -256,14 +256,37 @@ def _basename(src: str) -> str:
     return src.rstrip("/").rsplit("/", 1)[-1]
 
 
-def stage_in(url: str | os.PathLike, cache_dir: str | os.PathLike, *, storage: Storage | None = None) -> Path:
-    """Download a remote folder into `cache_dir/<bucket>/<key>` (skipping files already there); local paths pass through."""
+CACHE_ENV = "MODELARTS_MNIST_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where remote folders are staged: $MODELARTS_MNIST_CACHE, else ~/.cache/modelarts-mnist/obs."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "modelarts-mnist" / "obs"
+
+
+def stage_in(url: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
+             storage: Storage | None = None) -> Path:
+    """Mirror a remote folder into `cache_dir/<bucket>/<key>` (unchanged files reused); local paths pass through."""
     if not is_remote(url):
         return Path(url)
     parsed = parse_url(str(url))
-    local = Path(cache_dir) / parsed.bucket / parsed.key.strip("/")
-    (storage or Storage()).copy(str(url), str(local), recursive=True)
+    local = Path(cache_dir or default_cache_dir()) / parsed.bucket / parsed.key.strip("/")
+    report = (storage or Storage()).copy(str(url), str(local), recursive=True)
+    _prune(local, set(report.copied) | set(report.skipped))
     return local
+
+
+def _prune(root: Path, keep: set[str]) -> None:
+    """Delete cached files the remote folder no longer has, so the mirror is exact."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and relative not in keep:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def stage_out(local_dir: str | os.PathLike, url: str, *, storage: Storage | None = None) -> CopyReport | None:

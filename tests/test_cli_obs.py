@@ -149,3 +149,49 @@ def test_upload_names_a_missing_local_piece(runner, s3_env, s3_bucket, workdir):
     (workdir / "test-modelarts" / "train-mnist" / "train_mnist_tf.py").unlink()
     result = runner.invoke(main, ["upload", "--bucket", s3_bucket, "--workdir", str(workdir), "--no-smoke"])
     assert result.exit_code == 1 and "train_mnist_tf.py does not exist" in result.output
+
+
+# --- integration: train from obs:// to obs://, then check and serve from obs:// -----------------
+
+def png_bytes(image) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_train_from_obs_to_obs_then_serve_from_obs(runner, s3_env, s3_store, s3_bucket, small_dataset,
+                                                   embedded_arrays, tmp_path, monkeypatch, start_serve):
+    from fixtures.serving import multipart, request, wait_healthy
+    from fixtures.training import TINY_FLAGS
+
+    from modelarts_mnist.package import build_package
+    from modelarts_mnist.storage import stage_in, stage_out
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # train's local mirror of the output root
+    monkeypatch.setenv("MODELARTS_MNIST_CACHE", str(tmp_path / "cache"))
+    base = f"obs://{s3_bucket}"
+    assert runner.invoke(main, ["obs", "cp", "-r", str(small_dataset), f"{base}/dataset-mnist"]).exit_code == 0
+    trained = runner.invoke(main, ["train", "--data_url", f"{base}/dataset-mnist", "--train_url",
+                                   f"{base}/mnist-model", "-q", *TINY_FLAGS])
+    assert trained.exit_code == 0, trained.output
+    keys = bucket_keys(s3_store, s3_bucket)
+    assert {"mnist-model/V0001/model/saved_model.pb", "mnist-model/V0001/metrics.json"} <= keys
+
+    unpackaged = runner.invoke(main, ["check", f"{base}/mnist-model/V0001/model", "--no-smoke"])
+    assert unpackaged.exit_code == 1 and "config.json" in unpackaged.output
+    version = stage_in(f"{base}/mnist-model/V0001", tmp_path / "work")
+    stage_out(build_package(version), f"{base}/mnist-model/V0001/model")
+    checked = runner.invoke(main, ["check", f"{base}/mnist-model/V0001/model", "--no-smoke"])
+    assert checked.exit_code == 0, checked.output
+
+    serve = start_serve(f"{base}/mnist-model/V0001/model", **s3_env, MODELARTS_MNIST_CACHE=str(tmp_path / "serve"))
+    wait_healthy(serve, timeout=120)
+    _, _, test_x, test_y = embedded_arrays
+    answers = [request(serve, "POST", "/", *multipart({"images": png_bytes(test_x[i])})) for i in range(10)]
+    assert all(status == 200 for status, _, _ in answers), answers
+    correct = sum(str(body.get("predicted_label")) == str(test_y[i]) for i, (_, _, body) in enumerate(answers))
+    assert correct >= 6, answers

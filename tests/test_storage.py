@@ -135,6 +135,16 @@ def test_stage_in_and_out(s3_storage, s3_bucket, folder, tmp_path):
     assert local == tmp_path / "cache" / s3_bucket / "staged"
     assert tree_bytes(local) == tree_bytes(folder)
     assert stage_in(str(folder), tmp_path / "cache") == folder
+    (local / "stale.txt").write_text("not on the server")
+    (local / "a.txt").write_text("changed locally")
+    again = stage_in(f"obs://{s3_bucket}/staged", tmp_path / "cache", storage=s3_storage)
+    assert tree_bytes(again) == tree_bytes(folder)  # the cache mirrors the remote folder exactly
+
+
+def test_stage_in_uses_the_cache_folder_from_the_environment(s3_storage, s3_bucket, folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELARTS_MNIST_CACHE", str(tmp_path / "env-cache"))
+    stage_out(folder, f"obs://{s3_bucket}/m", storage=s3_storage)
+    assert stage_in(f"obs://{s3_bucket}/m", storage=s3_storage) == tmp_path / "env-cache" / s3_bucket / "m"
 
 
 # --- errors name bucket and key -------------------------------------------------------------------

@@ -15,6 +15,23 @@ import click
 ADDRESSING = click.Choice(["virtual", "path", "auto"])
 
 
+class FolderOrUrl(click.ParamType):
+    """A local folder, or an obs:// / s3:// folder mirrored into the local cache first (settings from the env)."""
+
+    name = "folder_or_url"
+
+    def __init__(self, *, exists: bool = True):
+        self.local = click.Path(exists=exists, file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        from ..storage import is_remote, stage_in
+
+        if isinstance(value, str) and is_remote(value):
+            click.echo(f"downloading {value} ...", err=True)
+            return stage_in(value)
+        return self.local.convert(value, param, ctx)
+
+
 def connection_options(command: Callable) -> Callable:
     """The OBS endpoint flags shared by every command here (the secret comes from the environment)."""
     options = [
