@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import mimetypes
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import click
+
+from .obs import FolderOrUrl
 
 DEFAULT_URL = "http://127.0.0.1:8080/"
 
@@ -26,11 +24,11 @@ def package(version_dir: Path) -> None:
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_dir", type=FolderOrUrl(exists=False))
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Also load the model and predict one generated digit.")
 def check(model_dir: Path, smoke: bool) -> None:
-    """Check MODEL_DIR as ModelArts' import would; exit 1 when any problem is found."""
+    """Check MODEL_DIR (a folder or an obs:// URL) as ModelArts' import would; exit 1 when any problem is found."""
     from ..package import check_package
 
     problems = check_package(model_dir, smoke=smoke)
@@ -53,12 +51,15 @@ def predict(images: tuple[Path, ...], url: str | None, model_dir: Path | None, t
     """Predict the digit in each IMAGE with a running service, or in-process with --model."""
     if url and model_dir:
         raise click.UsageError("give --url or --model, not both")
+    from ..client import post_image
+    from ..errors import MnistSdkError
+
     ask = in_process(model_dir) if model_dir else lambda path: post_image(url or DEFAULT_URL, path, token)
     failures = 0
     for path in images:
         try:
             answer = ask(path)
-        except click.ClickException as exc:
+        except (click.ClickException, MnistSdkError) as exc:
             click.echo(f"{path}: error: {exc.message}", err=True)
             failures += 1
             continue
@@ -81,34 +82,6 @@ def in_process(model_dir: Path):
         except MnistSdkError as exc:
             raise click.ClickException(f"{exc.message} (HTTP {exc.http_status} on a service)") from exc
     return ask
-
-
-def post_image(url: str, path: Path, token: str | None, timeout: float = 60.0) -> Any:
-    """POST one image as multipart field `images` (stdlib only) and return the JSON answer."""
-    boundary = uuid.uuid4().hex
-    request = urllib.request.Request(url, data=multipart_body(boundary, path), method="POST")
-    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
-    if token:
-        request.add_header("X-Auth-Token", token)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.headers.get("X-Error-Detail") or exc.read().decode("utf-8", "replace").strip()
-        raise click.ClickException(f"HTTP {exc.code}: {detail[:300]}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise click.ClickException(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
-    except ValueError as exc:
-        raise click.ClickException(f"{url} answered something that is not JSON ({exc})") from exc
-
-
-def multipart_body(boundary: str, path: Path) -> bytes:
-    """A multipart/form-data body holding one file in the field `images`."""
-    filename = path.name.replace('"', "%22").replace("\r", "").replace("\n", "")
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {mime}\r\n\r\n")
-    return head.encode("utf-8") + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode("ascii")
 
 
 def describe(answer: Any) -> str:

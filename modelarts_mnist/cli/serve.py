@@ -5,11 +5,13 @@ from pathlib import Path
 
 import click
 
+from .obs import FolderOrUrl
+
 TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model_dir", type=FolderOrUrl())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (ModelArts uses 8080; 0 picks a free one).")
@@ -18,7 +20,7 @@ TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
 @click.option("--auth-token", envvar=TOKEN_ENV, default=None, show_envvar=True,
               help="Require this X-Auth-Token on POST requests (prefer the environment variable).")
 def serve(model_dir: Path, host: str, port: int, workers: int | None, auth_token: str | None) -> None:
-    """Serve MODEL_DIR as an online service: POST / predicts, GET /health, page at /ui/."""
+    """Serve MODEL_DIR (a folder or an obs:// URL) as an online service: POST / predicts, GET /health, page at /ui/."""
     from ..server.app import ServeConfig
     from ..server.runner import run
 
