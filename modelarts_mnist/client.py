@@ -26,7 +26,7 @@ def post_image(url: str, path: str | Path, token: str | None = None, timeout: fl
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         detail = exc.headers.get("X-Error-Detail") or exc.read().decode("utf-8", "replace").strip()
-        raise MnistSdkError(f"{path.name}: HTTP {exc.code}: {detail[:300]}", http_status=exc.code) from None
+        raise MnistSdkError(f"HTTP {exc.code}: {detail[:300]}", http_status=exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         raise MnistSdkError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", http_status=502) from None
     except ValueError as exc:
