@@ -1,7 +1,10 @@
 """The tutorial's four steps in one go, in a work folder laid out like its OBS bucket."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 BUCKET = "test-modelarts"
 STARTUP_TIMEOUT = 120  # seconds for `serve` to load TensorFlow and the model
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probes) cannot be silenced by environment
+# variables in TF 2.21; the demo shows the job's own progress lines only (train.log keeps all).
+TF_NOISE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|To enable the following|INFO:tensorflow:)")
 
 
 @dataclass(frozen=True)
@@ -166,9 +172,10 @@ def run_demo(workdir: Path, *, host: str = "127.0.0.1", port: int = 8080, train_
     say(f"Step 1/4  data: {prepare_data(layout)}")
     boot_file = stage_code(layout)
     say(f"Step 2/4  training job: {boot_file} on {layout.dataset}")
-    version_dir = train(layout, boot_file, train_args, echo=lambda line: say(f"          {line}"))
+    version_dir = train(layout, boot_file, train_args, echo=lambda line: show_job_line(line, say))
     say(f"          version {version_dir.name} written to {version_dir}")
-    model_dir = package(version_dir)
+    with native_stderr_to(layout.workdir / "package.log"):  # TF's import chatter, see TF_NOISE
+        model_dir = package(version_dir)
     say(f"Step 3/4  model package checked: {model_dir}")
     port = free_port(port, host)
     url = f"http://{host}:{port}"
@@ -190,6 +197,25 @@ def run_demo(workdir: Path, *, host: str = "127.0.0.1", port: int = 8080, train_
         stop_service(process)
         say("Service stopped.")
     return predictions
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: Path):
+    """Send file descriptor 2 (where TensorFlow's C++ logs go) to `path` for the block."""
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def show_job_line(line: str, say: Callable[[str], None]) -> None:
+    """Pass a training-log line on, unless it is TensorFlow's start-up noise."""
+    if line.strip() and not TF_NOISE.match(line):
+        say(f"          {line.rstrip()}")
 
 
 def wait_for_interrupt(process: subprocess.Popen) -> None:
