@@ -69,13 +69,19 @@ def time_transfers(storage: Storage, folder: Path, work: Path, bucket: str, repe
     return ups, downs
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The benchmark's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--starts", type=int, default=3, help="Server starts to time (median reported).")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and print (or return) its figures."""
+    args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="obs-bench-") as tmp:
         work = Path(tmp)
         starts = []

@@ -70,6 +70,7 @@ def with_storage(command: Callable) -> Callable:
 
 
 def workers_option(command: Callable) -> Callable:
+    """The --workers/-j flag of commands that copy."""
     return click.option("--workers", "-j", type=click.IntRange(1, 64), default=8, show_default=True,
                         help="Files transferred in parallel.")(command)
 
