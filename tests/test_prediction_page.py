@@ -222,6 +222,25 @@ def test_phone_width_fits_without_sideways_scrolling(chromium, service_url, held
     context.close()
 
 
+def test_a_finger_stroke_on_a_phone_draws_and_predicts(chromium, service_url):
+    context = chromium.new_context(viewport={"width": 375, "height": 812}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.goto(f"{service_url}/ui/")
+    box = page.locator("#pad").bounding_box()
+    touch = context.new_cdp_session(page)
+    x = box["x"] + box["width"] / 2
+    ys = [box["y"] + box["height"] * f for f in np.linspace(0.15, 0.85, 15)]
+    touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": ys[0]}]})
+    for y in ys[1:]:
+        touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+    touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    assert page.evaluate("window.scrollY") == 0  # the stroke drew instead of scrolling the page
+    page.tap("#predict")  # the first tap after a stroke must count
+    wait_for_predictions(page, 1)
+    assert shown_label(page) == "1"
+    context.close()
+
+
 def test_time_from_page_load_to_first_prediction(chromium, service_url, held_out, artifacts_dir):
     images, labels = held_out
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
@@ -232,9 +251,12 @@ def test_time_from_page_load_to_first_prediction(chromium, service_url, held_out
     wait_for_predictions(page, 1)
     wall_ms = (time.perf_counter() - started) * 1000
     in_page_ms = page.evaluate("window.predictionTimes[0]")  # since navigation start
+    loaded_ms = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+    sent_ms = page.evaluate(f"performance.getEntriesByName('{service_url}/')[0].startTime")
     context.close()
-    print(f"\npage load to first prediction shown: {in_page_ms:.0f} ms in the page "
-          f"(performance.now), {wall_ms:.0f} ms wall clock in the test")
-    (artifacts_dir / "prediction-page-timing.json").write_text(
-        json.dumps({"in_page_ms": in_page_ms, "wall_ms": wall_ms}), encoding="utf-8")
-    assert 0 < in_page_ms < wall_ms < 30_000
+    timing = {"load_event_ms": loaded_ms, "request_sent_ms": sent_ms, "first_prediction_shown_ms": in_page_ms,
+              "wall_clock_ms": wall_ms}
+    print("\npage load to first prediction shown (ms since navigation start, noisy shared machine):",
+          ", ".join(f"{name} {value:.0f}" for name, value in timing.items()))
+    (artifacts_dir / "prediction-page-timing.json").write_text(json.dumps(timing), encoding="utf-8")
+    assert 0 < loaded_ms < sent_ms < in_page_ms < wall_ms < 30_000

@@ -312,6 +312,11 @@
   pad.addEventListener("pointermove", moveStroke);
   pad.addEventListener("pointerup", endStroke);
   pad.addEventListener("pointercancel", endStroke);
+  // touch-action: none stops scrolling, but Chromium still runs its gesture detector on the stroke and
+  // then swallows the next tap (on Predict); cancelling the touch events themselves prevents that.
+  for (const type of ["touchstart", "touchmove", "touchend"]) {
+    pad.addEventListener(type, (event) => event.preventDefault(), { passive: false });
+  }
   $("clear").addEventListener("click", () => { clearPad(); $("file").value = ""; });
   $("predict").addEventListener("click", predict);
   $("options").addEventListener("submit", (event) => { event.preventDefault(); predict(); });
