@@ -11,7 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const pad = $("pad");
   const ctx = pad.getContext("2d");
-  const state = { file: null, strokes: 0, busy: false, shown: 0, downloadUrl: null };
+  const state = { file: null, strokes: 0, drawing: null, busy: false, downloadUrl: null };
   window.predictionTimes = []; // performance.now() when each answer was shown (read by tests)
 
   // ---- drawing -----------------------------------------------------------------------------
