@@ -95,6 +95,9 @@ def decode_image(name, source):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise TypeError(f"{name}: image dimensions too large ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        # Pillow's own text names the in-memory buffer's address: noise for the user.
+        raise TypeError(f"{name}: not a readable PNG, JPEG, BMP or GIF image") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise TypeError(f"{name}: not a readable PNG, JPEG, BMP or GIF image ({exc})") from exc
 

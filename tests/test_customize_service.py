@@ -302,3 +302,9 @@ def test_service_maps_bad_input_to_400(tiny_service):
     with pytest.raises(InferenceFailed) as caught:
         tiny_service.inference({"images": {"x.png": io.BytesIO(b"not an image")}})
     assert caught.value.http_status == 400 and "x.png: not a readable" in caught.value.message
+
+
+def test_unreadable_image_message_names_no_memory_address(cs):
+    with pytest.raises(TypeError) as caught:
+        cs.decode_image("x.png", io.BytesIO(b"definitely not an image"))
+    assert "0x" not in str(caught.value) and "x.png: not a readable" in str(caught.value)
