@@ -49,7 +49,8 @@ class InvalidInput(MnistSdkError):
     error_code = "MR.0101"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"erno": self.error_code, "msg": self.message, "words_result": {}}
+        # ModelArts' fixed text; the specific reason travels in the X-Error-Detail header.
+        return {"erno": self.error_code, "msg": "The input parameter is invalid", "words_result": {}}
 
 
 class PayloadTooLarge(MnistSdkError):

@@ -100,7 +100,7 @@ def test_body_neither_json_nor_form_is_mr0101_and_never_reaches_service(kwargs):
     response = client_for(service).post("/", **kwargs)
     assert response.status_code == 400
     body = response.get_json()
-    assert body["erno"] == "MR.0101" and body["words_result"] == {}
+    assert body == {"erno": "MR.0101", "msg": "The input parameter is invalid", "words_result": {}}
     assert response.headers["X-Error-Detail"]
     assert service.calls == []
 
