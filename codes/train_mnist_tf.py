@@ -15,6 +15,7 @@ import gzip
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ log = logging.getLogger("train_mnist_tf")
 SIGNATURE_NAME = "predict_images"
 IMAGE_PIXELS = 784
 NUM_CLASSES = 10
+MAX_SHIFT, MAX_ROTATION, MAX_ZOOM = 2.0, 10.0, 0.1  # pixels, degrees, fraction (at --augment 1)
 VERSION_PATTERN = re.compile(r"^V\d{4}$")
 TEMP_PATTERN = re.compile(r"^\.(V\d{4})\.tmp-\d+$")
 # SummaryMetadata{plugin_data{plugin_name: "scalars"}}, serialized: what tf.summary.scalar attaches.
@@ -59,7 +61,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
                         help="cnn (default) or mlp, the tutorial's Dense(128) network")
     parser.add_argument("--eval_every", type=int, default=200, help="steps between evaluations")
-    parser.add_argument("--shift", type=int, default=2, help="random shift augmentation in pixels (0: off)")
+    parser.add_argument("--augment", type=float, default=1.0,
+                        help="strength of the random shift/rotation/zoom augmentation (0: off)")
     return parser.parse_known_args(argv)
 
 
@@ -128,15 +131,21 @@ def build_model(kind="cnn"):
     ])
 
 
-def shift_images(images, max_shift):
-    """Shift each [28*28] image by its own random offset in [-max_shift, max_shift] pixels."""
+def augment_images(images, strength=1.0):
+    """Randomly shift (2 px), rotate (10 degrees) and zoom (10%) each flat image, scaled by `strength`."""
     batch = tf.shape(images)[0]
-    padded = tf.pad(tf.reshape(images, (-1, 28, 28)), [[0, 0], [max_shift, max_shift], [max_shift, max_shift]])
-    offsets = tf.random.uniform((batch, 2), 0, 2 * max_shift + 1, dtype=tf.int32)
-    grid = tf.range(28)
-    rows = tf.gather(padded, offsets[:, :1] + grid, axis=1, batch_dims=1)
-    shifted = tf.gather(rows, offsets[:, 1:] + grid, axis=2, batch_dims=1)
-    return tf.reshape(shifted, (-1, IMAGE_PIXELS))
+    angle = tf.random.uniform((batch,), -1.0, 1.0) * (MAX_ROTATION * strength * math.pi / 180)
+    scale = 1.0 + tf.random.uniform((batch,), -1.0, 1.0) * (MAX_ZOOM * strength)
+    shift = tf.random.uniform((batch, 2), -1.0, 1.0) * (MAX_SHIFT * strength)
+    cos, sin, center = tf.cos(angle) / scale, tf.sin(angle) / scale, 13.5
+    # Each row maps output (x, y) to input (a0 x + a1 y + a2, b0 x + b1 y + b2): rotation about the centre.
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, -sin, center - (cos - sin) * center + shift[:, 0],
+                           sin, cos, center - (sin + cos) * center + shift[:, 1], zeros, zeros], axis=1)
+    moved = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.reshape(images, (-1, 28, 28, 1)), transforms=transforms, output_shape=[28, 28],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return tf.reshape(moved, (-1, IMAGE_PIXELS))
 
 
 # ---------------------------------------------------------------- training
@@ -200,14 +209,14 @@ def classification_metrics(labels, predictions):
             "recall": float(recall[present].mean()), "f1": float(f1[present].mean())}
 
 
-def make_train_step(model, optimizer, shift):
+def make_train_step(model, optimizer, augment):
     """A compiled step: gather a batch, augment, one Adam update; returns the batch loss."""
 
     @tf.function
     def step(images, labels):
         batch = tf.cast(images, tf.float32)
-        if shift:
-            batch = shift_images(batch, shift)
+        if augment:
+            batch = augment_images(batch, augment)
         with tf.GradientTape() as tape:
             logits = model(batch, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
@@ -229,7 +238,7 @@ def train(args, out_dir, datasets=None):
     (train_x, train_y), (test_x, test_y) = datasets["train"], datasets["test"]
     tf.keras.utils.set_random_seed(args.seed)
     model = build_model(args.model)
-    step = make_train_step(model, make_optimizer(args), args.shift if args.model == "cnn" else 0)
+    step = make_train_step(model, make_optimizer(args), args.augment if args.model == "cnn" else 0)
     writer = tf.summary.create_file_writer(str(out_dir))
     images, labels = tf.constant(train_x), tf.constant(train_y)
     started = time.monotonic()

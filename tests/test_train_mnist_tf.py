@@ -45,14 +45,16 @@ def test_classification_metrics_are_macro_averaged(boot_module):
     assert metrics["f1"] == pytest.approx((2 / 3 + 0.8) / 2)
 
 
-def test_shift_moves_each_image_by_at_most_the_shift(boot_module):
+def test_augmentation_moves_each_image_a_little_and_differently(boot_module):
     images = np.zeros((64, 28, 28), np.float32)
-    images[:, 14, 14] = 255
-    shifted = boot_module.shift_images(tf.constant(images.reshape(64, 784)), 2).numpy().reshape(64, 28, 28)
-    rows, cols = np.nonzero(shifted.sum(0))
-    assert shifted.sum() == images.sum()  # nothing lost, nothing added
-    assert rows.min() >= 12 and rows.max() <= 16 and cols.min() >= 12 and cols.max() <= 16
-    assert len(set(zip(*np.nonzero(shifted)[1:]))) > 5  # offsets differ per image
+    images[:, 12:17, 12:17] = 255
+    flat = tf.constant(images.reshape(64, 784))
+    np.testing.assert_allclose(boot_module.augment_images(flat, 0.0).numpy(), flat.numpy(), atol=1e-3)
+    moved = boot_module.augment_images(flat, 1.0).numpy().reshape(64, 28, 28)
+    grid = np.arange(28)
+    centres = np.stack([(moved.sum(2) * grid).sum(1), (moved.sum(1) * grid).sum(1)], 1) / moved.sum((1, 2))[:, None]
+    assert np.abs(centres - 14).max() <= 2.5  # shifts of at most 2 px, rotation and zoom about the centre
+    assert len({tuple(c) for c in centres.round(2)}) > 32  # each image gets its own transform
 
 
 def test_batches_cover_each_image_once_per_epoch(boot_module):
