@@ -7,6 +7,7 @@ import numpy as np
 
 from modelarts_mnist.errors import PackageError
 
+from .lite_path import build_lite_path
 from .model_service import SingleNodeService
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -22,6 +23,8 @@ class TfServingBaseService(SingleNodeService):
         self.predict_fn = self.model.signatures[self.signature_name]
         self.input_specs = dict(self.predict_fn.structured_input_signature[1])
         self.output_specs = dict(self.predict_fn.structured_outputs)
+        # Same scores, checked at load time, a fraction of the per-call cost; None: call the signature.
+        self.lite_path = build_lite_path(self.model, self.predict_fn, self.input_specs, self.output_specs)
 
     def _load_model(self) -> Any:
         """Load the SavedModel (tests override this with a fake holding `.signatures`)."""
@@ -31,7 +34,7 @@ class TfServingBaseService(SingleNodeService):
 
     def _inference(self, data: dict[str, Any]) -> dict[str, list]:
         feeds = {name: self._feed(name, data) for name in self.input_specs}
-        outputs = self.predict_fn(**feeds)
+        outputs = self.lite_path(feeds) if self.lite_path else self.predict_fn(**feeds)
         return {name: np.asarray(value).tolist() for name, value in outputs.items()}
 
     def _feed(self, name: str, data: dict[str, Any]) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""lite_path: the TFLite path is used only when it reproduces the signature, and is thread-safe."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from model_service.lite_path import TOLERANCE, build_lite_path, convert, unsupported
+from model_service.tfserving_model_service import TfServingBaseService
+
+
+class Scaler(tf.Module):
+    """Scores from the first ten pixels, with a weight so the graph has a variable."""
+
+    def __init__(self, factor=1.0):
+        super().__init__()
+        self.factor = tf.Variable(factor)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="images")])
+    def predict(self, images):
+        return {"scores": tf.nn.softmax(images[:, :10] * self.factor / 255.0)}
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lite") / "model"
+    module = Scaler()
+    tf.saved_model.save(module, str(path), signatures={"predict_images": module.predict})
+    return tf.saved_model.load(str(path))
+
+
+def specs(predict_fn):
+    return dict(predict_fn.structured_input_signature[1]), dict(predict_fn.structured_outputs)
+
+
+def build(loaded, **kwargs):
+    predict_fn = loaded.signatures["predict_images"]
+    return build_lite_path(loaded, predict_fn, *specs(predict_fn), **kwargs)
+
+
+def test_service_uses_the_lite_path_with_the_signature_scores(loaded, tmp_path):
+    lite = build(loaded)
+    assert lite is not None
+    images = np.random.default_rng(1).random((5, 784), np.float32) * 255
+    expected = loaded.signatures["predict_images"](images=images)["scores"].numpy()
+    np.testing.assert_allclose(lite({"images": images})["scores"], expected, atol=TOLERANCE)
+
+
+def test_batch_size_changes_between_calls(loaded):
+    lite = build(loaded)
+    for batch in (1, 4, 1, 256):
+        images = np.full((batch, 784), 255.0, np.float32)
+        assert lite({"images": images})["scores"].shape == (batch, 10)
+
+
+def test_a_converted_model_giving_other_scores_is_refused(loaded, caplog):
+    other = Scaler(factor=3.0)  # same graph, other weight: scores differ by far more than 1e-5
+    assert build(loaded, converter=lambda model, fn: convert(other, other.predict.get_concrete_function())) is None
+    assert "outputs differ from the signature" in caplog.text
+
+
+def test_a_failing_conversion_falls_back(loaded, caplog):
+    def broken(model, fn):
+        raise ValueError("unsupported op")
+
+    caplog.set_level("INFO", logger="model_service.lite_path")
+    assert build(loaded, converter=broken) is None
+    assert "conversion failed: unsupported op" in caplog.text
+
+
+def test_switched_off_by_environment(loaded, monkeypatch):
+    monkeypatch.setenv("MODELARTS_MNIST_LITE", "0")
+    assert build(loaded) is None
+
+
+def test_unsupported_signatures_are_named():
+    two = {"a": tf.TensorSpec([None, 2]), "b": tf.TensorSpec([None, 2])}
+    assert "several inputs" in unsupported(two, {"out": tf.TensorSpec([None])})
+    ragged = {"a": tf.TensorSpec([None, None], tf.float32)}
+    assert "fixed shape" in unsupported(ragged, {"out": tf.TensorSpec([None])})
+    assert "float" in unsupported({"a": tf.TensorSpec([None, 3], tf.string)}, {"o": tf.TensorSpec([None])})
+
+
+def test_threads_each_get_correct_answers(loaded):
+    lite = build(loaded)
+    expected = {}
+    for digit in range(4):
+        images = np.zeros((1 + digit, 784), np.float32)
+        images[:, digit] = 255.0
+        expected[digit] = (images, lite({"images": images})["scores"])
+    failures = []
+
+    def hammer(digit):
+        images, want = expected[digit]
+        for _ in range(200):
+            if not np.array_equal(lite({"images": images})["scores"], want):
+                failures.append(digit)
+
+    threads = [threading.Thread(target=hammer, args=(d,)) for d in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_tfserving_service_takes_the_lite_path(loaded, tmp_path):
+    class Loaded(TfServingBaseService):
+        def _load_model(self):
+            return loaded
+
+    service = Loaded("mnist", str(tmp_path))
+    assert service.lite_path is not None
+    answer = service._inference({"images": np.zeros((2, 784), np.float32)})
+    assert np.asarray(answer["scores"]) == pytest.approx(np.full((2, 10), 0.1), abs=1e-6)
