@@ -114,3 +114,13 @@ def test_tfserving_service_takes_the_lite_path(loaded, tmp_path):
     assert service.lite_path is not None
     answer = service._inference({"images": np.zeros((2, 784), np.float32)})
     assert np.asarray(answer["scores"]) == pytest.approx(np.full((2, 10), 0.1), abs=1e-6)
+
+
+def test_a_new_thread_reuses_the_warmed_interpreter(loaded):
+    lite = build(loaded)
+    warmed = list(lite._idle)
+    images = np.zeros((1, 784), np.float32)
+    worker = threading.Thread(target=lite, args=({"images": images},))
+    worker.start()
+    worker.join()
+    assert lite._idle == warmed and len(warmed) == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import warnings
 from typing import Any, Callable
 
@@ -23,31 +22,47 @@ SWITCH_ENV = "MODELARTS_MNIST_LITE"
 
 
 class LitePath:
-    """Runs a converted signature; one interpreter per thread (an interpreter is not thread-safe)."""
+    """Runs a converted signature on a pool of interpreters (one is not thread-safe; each call takes one).
+
+    A pool rather than one per thread: the interpreter warmed up at load serves the first real
+    request too, whichever thread answers it.
+    """
 
     def __init__(self, flatbuffer: bytes, input_name: str, output_name: str):
         self.flatbuffer = flatbuffer
         self.input_name, self.output_name = input_name, output_name
-        self._local = threading.local()
+        self._idle: list[Runner] = []
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """{output: array} for {input: array}, like the signature (copies the output out)."""
-        interpreter, shape = self._interpreter(), feeds[self.input_name].shape
-        entry, exit_ = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-        if self._local.shape != shape:  # resizing reallocates: only when the batch size changes
-            interpreter.resize_tensor_input(entry, shape, strict=True)
-            interpreter.allocate_tensors()
-            self._local.shape = shape
-        interpreter.set_tensor(entry, feeds[self.input_name])
-        interpreter.invoke()  # releases the GIL while it runs
-        return {self.output_name: interpreter.get_tensor(exit_)}
+        """{output: array} for {input: array}, like the signature (the output is a copy)."""
+        try:
+            runner = self._idle.pop()  # atomic under the GIL: no lock needed
+        except IndexError:
+            runner = Runner(new_interpreter(self.flatbuffer))
+        try:
+            return {self.output_name: runner.run(feeds[self.input_name])}
+        finally:
+            self._idle.append(runner)
 
-    def _interpreter(self) -> Any:
-        interpreter = getattr(self._local, "interpreter", None)
-        if interpreter is None:
-            interpreter = self._local.interpreter = new_interpreter(self.flatbuffer)
-            self._local.shape = None
-        return interpreter
+
+class Runner:
+    """One interpreter and the input shape it is allocated for."""
+
+    def __init__(self, interpreter: Any):
+        self.interpreter = interpreter
+        self.entry = interpreter.get_input_details()[0]["index"]
+        self.exit = interpreter.get_output_details()[0]["index"]
+        self.shape: tuple[int, ...] | None = None
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        """The output for one input array; reallocates only when the batch size changes."""
+        if self.shape != array.shape:
+            self.interpreter.resize_tensor_input(self.entry, array.shape, strict=True)
+            self.interpreter.allocate_tensors()
+            self.shape = array.shape
+        self.interpreter.set_tensor(self.entry, array)
+        self.interpreter.invoke()  # releases the GIL while it runs
+        return self.interpreter.get_tensor(self.exit)
 
 
 def new_interpreter(flatbuffer: bytes) -> Any:
