@@ -412,8 +412,10 @@ def run(args, mox=None):
             (temp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
             log.info("metrics: %s", json.dumps({k: metrics[k] for k in ("accuracy", "precision", "recall", "f1")}))
             publish(temp, target, fd)
-        finally:
+        except BaseException:  # Ctrl-C, SIGTERM or a crash: the half-written version goes away
             shutil.rmtree(temp, ignore_errors=True)
+            os.close(fd)
+            raise
         if remote_url:
             mox.file.copy_parallel(str(target), remote_url)
         return remote_url or target
