@@ -26,6 +26,7 @@ def test_missing_model_dir_and_bad_port_are_usage_errors(tmp_path):
     assert runner.invoke(main, ["serve", str(tmp_path / "nope")]).exit_code == 2
     assert runner.invoke(main, ["serve", str(tmp_path), "--port", "70000"]).exit_code == 2
     assert runner.invoke(main, ["serve", str(tmp_path), "--workers", "0"]).exit_code == 2
+    assert runner.invoke(main, ["serve", str(tmp_path), "--threaded", "--workers", "2"]).exit_code == 2
 
 
 def test_token_from_environment_is_required_and_never_echoed(echo_package, start_serve):

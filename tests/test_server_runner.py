@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fixtures.serving import multipart, request, wait_healthy
-from modelarts_mnist.server.runner import InFlight, tf_threads_for
+from modelarts_mnist.server.runner import WORKERS_PER_CORE, InFlight, default_workers, tf_threads_for
 
 
 def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> bytes:
@@ -25,7 +25,7 @@ def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> by
 
 
 def test_threaded_serve_answers_503_while_loading_then_predicts(echo_package, start_serve):
-    serve = start_serve(echo_package, ECHO_LOAD_SECONDS="2")
+    serve = start_serve(echo_package, "--threaded", ECHO_LOAD_SECONDS="2")
     assert serve.port, serve.first_line
     seen = wait_healthy(serve)
     assert seen[0] == 503 and seen[-1] == 200
@@ -36,7 +36,7 @@ def test_threaded_serve_answers_503_while_loading_then_predicts(echo_package, st
     assert request(serve, "GET", "/health")[2] == {"health": "true"}
 
 
-@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["threaded", "gunicorn"])
+@pytest.mark.parametrize("args", [("--threaded",), ("--workers", "2")], ids=["threaded", "gunicorn"])
 def test_sigterm_lets_the_in_flight_request_finish(echo_package, start_serve, args):
     serve = start_serve(echo_package, *args)
     wait_healthy(serve)
@@ -60,7 +60,7 @@ def test_gunicorn_workers_each_load_the_model(echo_package, start_serve):
     assert serve.proc.pid not in pids and len(pids) >= 1
 
 
-@pytest.mark.parametrize("args", [(), ("--workers", "1")], ids=["threaded", "gunicorn"])
+@pytest.mark.parametrize("args", [("--threaded",), ("--workers", "1")], ids=["threaded", "gunicorn"])
 def test_malformed_requests_over_http_get_json_errors_and_the_server_survives(echo_package, start_serve, args):
     serve = start_serve(echo_package, *args)
     wait_healthy(serve)
@@ -84,10 +84,11 @@ def chunks(total: int, size: int = 1 << 20) -> bytes:
     return piece * (total // size) + b"0\r\n\r\n"
 
 
-def test_a_package_that_fails_to_load_stops_serve_with_an_error(tmp_path, start_serve):
+@pytest.mark.parametrize("args", [("--threaded",), ()], ids=["threaded", "default"])
+def test_a_package_that_fails_to_load_stops_serve_with_an_error(tmp_path, start_serve, args):
     empty = tmp_path / "empty-model"
     empty.mkdir()
-    serve = start_serve(empty)
+    serve = start_serve(empty, *args)
     assert serve.proc.wait(60) == 1
     assert "customize_service.py: file not found" in serve.log.read_text()
 
@@ -124,3 +125,14 @@ def test_tensorflow_threads_are_shared_among_workers():
     cores = len(os.sched_getaffinity(0))
     assert tf_threads_for(1) == cores
     assert tf_threads_for(cores * 4) == 1
+
+
+def test_default_serve_answers_from_gunicorn_workers(echo_package, start_serve):
+    serve = start_serve(echo_package)
+    wait_healthy(serve)
+    body, headers = multipart({"images": b"x"})
+    assert request(serve, "POST", "/", body, headers)[2]["pid"] != serve.proc.pid
+
+
+def test_default_workers_scale_with_cores():
+    assert default_workers() == WORKERS_PER_CORE * len(os.sched_getaffinity(0))

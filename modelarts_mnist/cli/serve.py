@@ -16,16 +16,21 @@ TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (ModelArts uses 8080; 0 picks a free one).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Run under gunicorn with N processes (default: one threaded process).")
+              help="gunicorn worker processes  [default: 2 per core]")
+@click.option("--threaded", is_flag=True,
+              help="One threaded process instead of gunicorn: slower, but answers /health 503 while loading.")
 @click.option("--auth-token", envvar=TOKEN_ENV, default=None, show_envvar=True,
               help="Require this X-Auth-Token on POST requests (prefer the environment variable).")
-def serve(model_dir: Path, host: str, port: int, workers: int | None, auth_token: str | None) -> None:
+def serve(model_dir: Path, host: str, port: int, workers: int | None, threaded: bool,
+          auth_token: str | None) -> None:
     """Serve MODEL_DIR (a folder or an obs:// URL) as an online service: POST / predicts, GET /health, page at /ui/."""
+    if threaded and workers:
+        raise click.UsageError("--threaded and --workers exclude each other")
     from ..server.app import ServeConfig
-    from ..server.runner import run
+    from ..server.runner import default_workers, run
 
     config = ServeConfig(model_dir=model_dir, auth_token=auth_token or None)
-    run(config, host=host, port=port, workers=workers,
+    run(config, host=host, port=port, workers=None if threaded else workers or default_workers(),
         on_listening=lambda url: announce(url, model_dir, bool(auth_token)))
 
 

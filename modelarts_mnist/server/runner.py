@@ -6,12 +6,15 @@ import os
 import signal
 import threading
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wsgi import ClosingIterator
 
+from ..loader import find_service_class
 from .app import SLOT_KEY, ServeConfig, create_app
+from .loading import limit_tf_threads
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("modelarts_mnist.server.access")
@@ -19,6 +22,7 @@ access_log = logging.getLogger("modelarts_mnist.server.access")
 GRACE_SECONDS = 30  # SIGTERM: how long in-flight requests may still run
 SOCKET_TIMEOUT = 60  # a client silent this long mid-request is dropped (ModelArts' gateway: 40-60 s)
 THREADS_PER_WORKER = 4  # gunicorn gthread: TensorFlow releases the GIL, so a few threads overlap
+WORKERS_PER_CORE = 2  # serve's default, measured with benchmarks/serve_bench.py (see its README)
 
 
 def run(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
@@ -29,6 +33,11 @@ def run(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, worke
         run_gunicorn(config, host, port, workers, on_listening)
     else:
         run_threaded(config, host, port, on_listening)
+
+
+def default_workers() -> int:
+    """serve's worker count when none is given: WORKERS_PER_CORE for each core this process may use."""
+    return WORKERS_PER_CORE * len(os.sched_getaffinity(0))
 
 
 def tf_threads_for(workers: int) -> int:
@@ -101,6 +110,8 @@ def run_gunicorn(config: ServeConfig, host: str, port: int, workers: int,
     """gunicorn with `workers` gthread processes; each loads and warms up the model after fork."""
     from .gunicorn_app import GunicornService
 
+    find_service_class(config.model_dir)  # a missing or broken service file: one clear error, before forking
+    preload_tensorflow(config)
     options = {
         "bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
         "threads": THREADS_PER_WORKER, "keepalive": 5, "graceful_timeout": GRACE_SECONDS,
@@ -111,6 +122,18 @@ def run_gunicorn(config: ServeConfig, host: str, port: int, workers: int,
         "when_ready": lambda arbiter: on_listening(listening_url(arbiter, host)),
     }
     GunicornService(config, options).run()
+
+
+def preload_tensorflow(config: ServeConfig) -> None:
+    """Import TensorFlow once in the master, so forked workers skip its seconds-long import.
+
+    Only the import: TensorFlow's runtime (thread pools, eager context) starts on first use,
+    after the fork, in each worker. A package without a SavedModel never pays for it.
+    """
+    if config.model_dir is None or not (Path(config.model_dir) / "saved_model.pb").is_file():
+        return
+    limit_tf_threads(config.tf_threads or 1)  # environment first: TensorFlow reads it when it starts
+    import tensorflow  # noqa: F401
 
 
 def listening_url(arbiter: Any, host: str) -> str:
