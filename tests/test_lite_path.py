@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
-from model_service.lite_path import TOLERANCE, build_lite_path, convert, unsupported
+from model_service.lite_path import TOLERANCE, build_lite_path, cached_conversion, convert, unsupported
 from model_service.tfserving_model_service import TfServingBaseService
 
 
@@ -124,3 +124,28 @@ def test_a_new_thread_reuses_the_warmed_interpreter(loaded):
     worker.start()
     worker.join()
     assert lite._idle == warmed and len(warmed) == 1
+
+
+def test_conversion_is_cached_per_saved_model_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELARTS_MNIST_CACHE", str(tmp_path / "cache"))
+    model_dir = tmp_path / "model"
+    module = Scaler()
+    tf.saved_model.save(module, str(model_dir), signatures={"predict_images": module.predict})
+    calls = []
+
+    def make():
+        calls.append(1)
+        return b"flatbuffer"
+
+    assert cached_conversion(str(model_dir), make) == b"flatbuffer"
+    assert cached_conversion(str(model_dir), make) == b"flatbuffer" and len(calls) == 1
+    assert [p.suffix for p in (tmp_path / "cache" / "lite").glob("*.tflite")] == [".tflite"]
+    module.factor.assign(2.0)  # other weights, other key: converted again
+    tf.saved_model.save(module, str(model_dir), signatures={"predict_images": module.predict})
+    cached_conversion(str(model_dir), make)
+    assert len(calls) == 2
+
+
+def test_no_cache_without_a_saved_model_on_disk(tmp_path):
+    assert cached_conversion(str(tmp_path / "missing"), lambda: b"x") == b"x"
+    assert cached_conversion(None, lambda: b"y") == b"y"

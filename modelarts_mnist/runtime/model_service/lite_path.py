@@ -7,9 +7,12 @@ service keeps calling the signature. Set MODELARTS_MNIST_LITE=0 to turn it off.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +22,7 @@ logger = logging.getLogger(__name__)
 TOLERANCE = 1e-5  # largest absolute difference allowed between the two paths' outputs
 REFERENCE_BATCHES = (1, 7, 64)
 SWITCH_ENV = "MODELARTS_MNIST_LITE"
+CACHE_ENV = "MODELARTS_MNIST_CACHE"  # shared with the OBS mirror; converted models go in its lite/
 
 
 class LitePath:
@@ -75,7 +79,8 @@ def new_interpreter(flatbuffer: bytes) -> Any:
 
 
 def build_lite_path(model: Any, predict_fn: Callable, input_specs: dict, output_specs: dict, *,
-                    converter: Callable[[Any, Callable], bytes] | None = None) -> LitePath | None:
+                    converter: Callable[[Any, Callable], bytes] | None = None,
+                    model_path: str | None = None) -> LitePath | None:
     """A checked LitePath for the signature, or None (then the signature itself is used)."""
     if os.environ.get(SWITCH_ENV, "1") == "0":
         return None
@@ -84,7 +89,8 @@ def build_lite_path(model: Any, predict_fn: Callable, input_specs: dict, output_
         logger.info("TFLite path not used: %s", reason)
         return None
     try:
-        lite = LitePath((converter or convert)(model, predict_fn), next(iter(input_specs)), next(iter(output_specs)))
+        flatbuffer = cached_conversion(model_path, lambda: (converter or convert)(model, predict_fn))
+        lite = LitePath(flatbuffer, next(iter(input_specs)), next(iter(output_specs)))
         difference = largest_difference(lite, predict_fn, input_specs)
     except Exception as exc:  # converter and interpreter raise many types; the signature still works
         logger.info("TFLite path not used: conversion failed: %s", exc)
@@ -112,6 +118,42 @@ def convert(model: Any, predict_fn: Callable) -> bytes:
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([predict_fn], model)
     return converter.convert()
+
+
+def cached_conversion(model_path: str | None, make: Callable[[], bytes]) -> bytes:
+    """make() once per SavedModel content: later loads (and sibling workers, which wait) read the file.
+
+    The cache only saves the ~1 s conversion; every load still checks the result against the signature.
+    """
+    key = saved_model_key(Path(model_path)) if model_path else None
+    if key is None:
+        return make()
+    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "modelarts-mnist") / "lite"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{key}.tflite"
+    with open(folder / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # workers starting together: one converts, the others wait
+        if target.is_file():
+            return target.read_bytes()
+        flatbuffer = make()
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(flatbuffer)
+        partial.replace(target)  # never a half-written model under the final name
+        return flatbuffer
+
+
+def saved_model_key(model_path: Path) -> str | None:
+    """A digest of the SavedModel's graph and variables and the TF version; None if it is not on disk."""
+    import tensorflow as tf
+
+    graph = model_path / "saved_model.pb"
+    if not graph.is_file():
+        return None
+    digest = hashlib.sha256(tf.__version__.encode())
+    for path in [graph, *sorted((model_path / "variables").glob("*"))]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
 
 
 def largest_difference(lite: LitePath, predict_fn: Callable, input_specs: dict) -> float:

@@ -24,7 +24,8 @@ class TfServingBaseService(SingleNodeService):
         self.input_specs = dict(self.predict_fn.structured_input_signature[1])
         self.output_specs = dict(self.predict_fn.structured_outputs)
         # Same scores, checked at load time, a fraction of the per-call cost; None: call the signature.
-        self.lite_path = build_lite_path(self.model, self.predict_fn, self.input_specs, self.output_specs)
+        self.lite_path = build_lite_path(self.model, self.predict_fn, self.input_specs, self.output_specs,
+                                         model_path=str(model_path))
 
     def _load_model(self) -> Any:
         """Load the SavedModel (tests override this with a fake holding `.signatures`)."""
