@@ -171,7 +171,7 @@ def test_train_from_obs_to_obs_then_serve_from_obs(runner, s3_env, s3_store, s3_
     from modelarts_mnist.package import build_package
     from modelarts_mnist.storage import stage_in, stage_out
 
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # train's local mirror of the output root
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("MODELARTS_MNIST_CACHE", str(tmp_path / "cache"))
     base = f"obs://{s3_bucket}"
     assert runner.invoke(main, ["obs", "cp", "-r", str(small_dataset), f"{base}/dataset-mnist"]).exit_code == 0
@@ -180,6 +180,12 @@ def test_train_from_obs_to_obs_then_serve_from_obs(runner, s3_env, s3_store, s3_
     assert trained.exit_code == 0, trained.output
     keys = bucket_keys(s3_store, s3_bucket)
     assert {"mnist-model/V0001/model/saved_model.pb", "mnist-model/V0001/metrics.json"} <= keys
+    # Numbering follows the bucket, not this machine: a fresh home still makes V0002.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "fresh-config"))
+    again = runner.invoke(main, ["train", "--data_url", f"{base}/dataset-mnist", "--train_url",
+                                 f"{base}/mnist-model", "-q", *TINY_FLAGS])
+    assert again.exit_code == 0 and "V0002" in again.output, again.output
+    assert "mnist-model/V0002/model/saved_model.pb" in bucket_keys(s3_store, s3_bucket)
 
     unpackaged = runner.invoke(main, ["check", f"{base}/mnist-model/V0001/model", "--no-smoke"])
     assert unpackaged.exit_code == 1 and "config.json" in unpackaged.output

@@ -14,17 +14,33 @@ def raise_on_sigterm(signum, frame):
 
 
 def stage_paths(data_url: str, train_url: str, cache: Path) -> tuple[str, str]:
-    """Local stand-ins for remote URLs: data downloaded, output written to a local mirror first."""
-    from ..storage import is_remote, parse_url, stage_in
+    """Local stand-ins for remote URLs: data downloaded, output written to a local V000N first."""
+    from ..storage import is_remote, stage_in
 
     if is_remote(data_url):
         click.echo(f"downloading {data_url} ...")
         data_url = str(stage_in(data_url, cache / "data"))
     if is_remote(train_url):
-        parsed = parse_url(train_url)
-        # Version numbers follow this machine's mirror of the output root.
-        train_url = str(Path(click.get_app_dir("modelarts-mnist")) / "jobs" / parsed.bucket / parsed.key.strip("/"))
+        train_url = str(cache / "output" / remote_version_name(train_url))
     return data_url, train_url
+
+
+def remote_version_name(train_url: str) -> str:
+    """The version a remote train_url names, or one past the highest V000N already in the bucket.
+
+    Object stores have no atomic mkdir, so two jobs started at once on one remote root may pick the
+    same number; local roots are safe (see jobs.reserve).
+    """
+    from ..jobs import VERSION_PATTERN, format_version
+    from ..storage import Storage
+
+    name = train_url.rstrip("/").rsplit("/", 1)[-1]
+    if VERSION_PATTERN.match(name):
+        return name
+    prefixes, _ = Storage().list(train_url.rstrip("/") + "/")  # full keys, e.g. 'mnist-model/V0001/'
+    names = [prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in prefixes]
+    numbers = [int(name[1:]) for name in names if VERSION_PATTERN.match(name)]
+    return format_version(max(numbers, default=0) + 1)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -43,7 +59,7 @@ def train(data_url: str, train_url: str, boot_file: Path | None, quiet: bool, ex
     and the SavedModel in model/. Prints the version produced.
     """
     from ..jobs import run_job
-    from ..storage import is_remote, stage_out
+    from ..storage import is_remote
 
     previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
@@ -51,14 +67,22 @@ def train(data_url: str, train_url: str, boot_file: Path | None, quiet: bool, ex
             local_data, local_train = stage_paths(data_url, train_url, Path(cache))
             echo = None if quiet else click.echo
             version = run_job(local_data, local_train, extra_args, boot_file=boot_file, echo=echo)
+            if is_remote(train_url):  # upload before the staging folder goes away
+                remote = upload_version(version, train_url)
+                click.echo(f"uploaded {version.name} to {remote}")
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if is_remote(train_url):
-        remote = train_url.rstrip("/") if train_url.rstrip("/").endswith(version.name) else \
-            f"{train_url.rstrip('/')}/{version.name}"
-        stage_out(version, remote)
-        click.echo(f"uploaded {version} to {remote}")
     click.echo(f"version: {version.name} ({version})")
+
+
+def upload_version(version: Path, train_url: str) -> str:
+    """Copy a finished local version to its place under a remote train_url; returns that URL."""
+    from ..storage import stage_out
+
+    root = train_url.rstrip("/")
+    remote = root if root.endswith("/" + version.name) else f"{root}/{version.name}"
+    stage_out(version, remote)
+    return remote
 
 
 def format_metrics(metrics: dict) -> str:
