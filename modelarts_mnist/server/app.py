@@ -13,7 +13,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from ..errors import InferenceFailed, MnistSdkError, PayloadTooLarge, Unauthorized
 from .errors import TOO_LARGE, register_error_handlers
 from .info import describe_model
-from .loading import WARMUP_KEY, ModelSlot, limit_tf_threads, warm_up
+from .loading import WARMUP_KEY, ModelSlot, import_tensorflow, limit_tf_threads, warm_up
 from .requests import buffer_unsized_body, parse_request
 from .ui import create_ui_blueprint
 
@@ -145,6 +145,7 @@ def load_package(config: ServeConfig) -> Any:
         raise ValueError("ServeConfig.model_dir is required when no service is given")
     if config.tf_threads:
         limit_tf_threads(config.tf_threads)
+    import_tensorflow(config.model_dir)
     from ..loader import load_service
 
     return load_service(config.model_dir, config.model_name)

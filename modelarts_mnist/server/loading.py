@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ModelNotReady
@@ -103,3 +104,21 @@ def limit_tf_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:  # already initialized in this process (tests): keep its pools
         logger.debug("TensorFlow already initialized; thread pools left as they are")
+
+
+def import_tensorflow(model_dir: Any) -> None:
+    """Import TensorFlow now if model_dir holds a SavedModel, skipping Keras' scikit-learn wrappers.
+
+    Keras imports scikit-learn (~0.9 s) only for its optional sklearn wrappers, which a served
+    model never uses; hiding it during the import lets Keras fall back to its stubs.
+    """
+    if "tensorflow" in sys.modules or not (Path(model_dir) / "saved_model.pb").is_file():
+        return
+    hide = "sklearn" not in sys.modules
+    if hide:
+        sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` raise ImportError
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        if hide:
+            del sys.modules["sklearn"]

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -14,7 +13,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from ..loader import find_service_class
 from .app import SLOT_KEY, ServeConfig, create_app
-from .loading import limit_tf_threads
+from .loading import import_tensorflow, limit_tf_threads
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("modelarts_mnist.server.access")
@@ -130,10 +129,9 @@ def preload_tensorflow(config: ServeConfig) -> None:
     Only the import: TensorFlow's runtime (thread pools, eager context) starts on first use,
     after the fork, in each worker. A package without a SavedModel never pays for it.
     """
-    if config.model_dir is None or not (Path(config.model_dir) / "saved_model.pb").is_file():
-        return
-    limit_tf_threads(config.tf_threads or 1)  # environment first: TensorFlow reads it when it starts
-    import tensorflow  # noqa: F401
+    if config.model_dir is not None:
+        limit_tf_threads(config.tf_threads or 1)  # environment first: TensorFlow reads it when it starts
+        import_tensorflow(config.model_dir)
 
 
 def listening_url(arbiter: Any, host: str) -> str:
