@@ -157,7 +157,7 @@ def to_mnist(gray):
 def normalise_levels(gray):
     """White ink on a zero background at full range; a light border means dark ink, so invert."""
     border = np.concatenate((gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]))
-    background = int(np.median(border))
+    background = median_level(border)
     if background > 127:
         gray, background = 255 - gray, 255 - background
     peak = int(gray.max())
@@ -167,6 +167,15 @@ def normalise_levels(gray):
         return np.zeros_like(gray)
     scaled = (gray.astype(np.float32) - background) * (255.0 / (peak - background))
     return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def median_level(values):
+    """int(np.median(values)) for uint8 values, without np.median's ~30 us of overhead per call."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return int(ordered[middle])
+    return (int(ordered[middle - 1]) + int(ordered[middle])) // 2
 
 
 def crop_to_ink(pixels):

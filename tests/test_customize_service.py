@@ -308,3 +308,9 @@ def test_unreadable_image_message_names_no_memory_address(cs):
     with pytest.raises(TypeError) as caught:
         cs.decode_image("x.png", io.BytesIO(b"definitely not an image"))
     assert "0x" not in str(caught.value) and "x.png: not a readable" in str(caught.value)
+
+
+@pytest.mark.parametrize("size", [1, 2, 27, 108, 109], ids=lambda n: f"n{n}")
+def test_median_level_matches_numpy_median(cs, size):
+    values = np.random.default_rng(size).integers(0, 256, size).astype(np.uint8)
+    assert cs.median_level(values) == int(np.median(values))
