@@ -246,3 +246,12 @@ def wait_until_ready(client, timeout=10.0):
     while client.get("/health").status_code != 200:
         assert time.monotonic() < deadline, "service never became healthy"
         time.sleep(0.01)
+
+
+def test_health_waits_for_the_ready_gate_of_sibling_workers():
+    siblings_warm = []
+    client = client_for(ready_gate=lambda: bool(siblings_warm))
+    response = client.get("/health")
+    assert response.status_code == 503 and "other workers" in response.headers["X-Error-Detail"]
+    siblings_warm.append(True)
+    assert client.get("/health").status_code == 200

@@ -136,3 +136,4 @@ def test_default_serve_answers_from_gunicorn_workers(echo_package, start_serve):
 
 def test_default_workers_scale_with_cores():
     assert default_workers() == WORKERS_PER_CORE * len(os.sched_getaffinity(0))
+

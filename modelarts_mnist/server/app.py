@@ -10,7 +10,7 @@ from typing import Any, Callable
 from flask import Flask, Request, Response, redirect, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from ..errors import InferenceFailed, MnistSdkError, PayloadTooLarge, Unauthorized
+from ..errors import InferenceFailed, MnistSdkError, ModelNotReady, PayloadTooLarge, Unauthorized
 from .errors import TOO_LARGE, register_error_handlers
 from .info import describe_model
 from .loading import WARMUP_KEY, ModelSlot, import_tensorflow, limit_tf_threads, warm_up
@@ -31,6 +31,7 @@ class ServeConfig:
     auth_token: str | None = None
     load_in_background: bool = True  # False: create_app returns only once the model is warm
     tf_threads: int | None = None  # TensorFlow intra/inter-op pool size; None keeps TF's default
+    ready_gate: Callable[[], bool] | None = None  # also required for /health 200 (gunicorn: all workers warm)
 
 
 def create_app(service: Any = None, config: ServeConfig | None = None, *,
@@ -44,7 +45,7 @@ def create_app(service: Any = None, config: ServeConfig | None = None, *,
     slot = app.extensions[SLOT_KEY] = ModelSlot(service)
     register_error_handlers(app)
     add_guards(app, config)
-    add_routes(app, slot)
+    add_routes(app, slot, config.ready_gate)
     app.register_blueprint(create_ui_blueprint(
         partial(describe_service, config, slot), lambda data: slot.get()._preprocess(data)))
     if service is None:
@@ -65,7 +66,7 @@ def add_guards(app: Flask, config: ServeConfig) -> None:
                 check_token(request, token)
 
 
-def add_routes(app: Flask, slot: ModelSlot) -> None:
+def add_routes(app: Flask, slot: ModelSlot, ready_gate: Callable[[], bool] | None = None) -> None:
     """POST / (inference), GET /health, and GET / (browsers go to the page)."""
 
     @app.post("/")
@@ -77,8 +78,10 @@ def add_routes(app: Flask, slot: ModelSlot) -> None:
 
     @app.get("/health")
     def health() -> Response:
-        """200 once the model is loaded and warmed up, 503 before."""
+        """200 once the model is loaded and warmed up (in every worker), 503 before."""
         slot.get()
+        if ready_gate is not None and not ready_gate():
+            raise ModelNotReady("other workers are still loading the model; retry shortly")
         return app.json.response({"health": "true"})
 
     @app.get("/")

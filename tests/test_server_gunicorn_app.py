@@ -1,0 +1,23 @@
+"""GunicornService: options applied, /health gated on every worker being warm."""
+from __future__ import annotations
+
+from modelarts_mnist.server.app import ServeConfig
+from modelarts_mnist.server.gunicorn_app import GunicornService
+
+
+def test_all_warm_only_once_every_worker_counted():
+    service = GunicornService(ServeConfig(), {"workers": 3, "bind": "127.0.0.1:0"})
+    assert service.cfg.workers == 3 and not service.all_warm()
+    service.warm_workers.value = 2
+    assert not service.all_warm()
+    service.warm_workers.value = 3
+    assert service.all_warm()
+
+
+def test_each_loaded_worker_counts_itself(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr("modelarts_mnist.server.gunicorn_app.create_app",
+                        lambda config: built.append(config) or "app")
+    service = GunicornService(ServeConfig(model_dir=tmp_path), {"workers": 2})
+    assert service.load() == "app" and service.warm_workers.value == 1
+    assert built[0].ready_gate == service.all_warm and built[0].load_in_background is False
