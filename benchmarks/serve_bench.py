@@ -312,17 +312,21 @@ def point(kind: str, config: str, server: Server, script: Path, c: int, duration
 
 
 def post_latencies(server: Server, inputs: Inputs, n: int) -> list[float]:
-    """Latencies (ms) of n sequential single-image POSTs on one keep-alive connection; checks the answer."""
-    conn, latencies = http.client.HTTPConnection(server.host, server.port, timeout=30), []
+    """Latencies (ms) of n sequential single-image POSTs, each on a new connection; checks the answers.
+
+    A new connection each time, so the first request and the hundredth pay the same connect cost.
+    """
+    latencies = []
     for _ in range(n):
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
         started = time.perf_counter()
         conn.request("POST", "/", body=inputs.body, headers={"Content-Type": inputs.content_type})
         response = conn.getresponse()
         answer = response.read()
         latencies.append((time.perf_counter() - started) * 1e3)
+        conn.close()
         if response.status != 200 or json.loads(answer).get("predicted_label") != str(inputs.label):
             raise SystemExit(f"POST / answered {response.status}: {answer[:300]!r}")
-    conn.close()
     return latencies
 
 
