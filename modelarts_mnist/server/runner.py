@@ -20,8 +20,11 @@ access_log = logging.getLogger("modelarts_mnist.server.access")
 
 GRACE_SECONDS = 30  # SIGTERM: how long in-flight requests may still run
 SOCKET_TIMEOUT = 60  # a client silent this long mid-request is dropped (ModelArts' gateway: 40-60 s)
-THREADS_PER_WORKER = 4  # gunicorn gthread: TensorFlow releases the GIL, so a few threads overlap
-WORKERS_PER_CORE = 2  # serve's default, measured with benchmarks/serve_bench.py (see its README)
+# Measured with benchmarks/serve_bench.py on 2 cores (see benchmarks/README.md): one worker per core
+# with 2 threads gave the same throughput as 2-4 workers x 4 threads, with the lowest p99 at c=8,
+# half the memory and the fastest start; 1 thread let one worker queue most keep-alive connections.
+THREADS_PER_WORKER = 2  # gthread: the model and PIL release the GIL, so two requests overlap a little
+WORKERS_PER_CORE = 1
 
 
 def run(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
