@@ -98,12 +98,14 @@ def ratio(value: float, base: float | None) -> float | None:
 
 def format_table(rows: list[dict]) -> str:
     """The rows as an aligned text table."""
-    head = ("kind", "config", "c", "req/s", "img/s", "p50 ms", "p99 ms", "non2xx+err", "/floor", "/naive")
+    head = ("kind", "config", "c", "req/s", "img/s", "p50 ms", "p99 ms", "cpu ms/req", "non2xx+err",
+            "/floor", "/naive")
     lines = [head]
     for row in rows:
         lines.append((row["kind"], row["config"], str(row["c"]), f"{row['rps']:.0f}",
                       f"{row['rps'] * row.get('images', 1):.0f}", f"{row['p50_ms']:.2f}",
-                      f"{row['p99_ms']:.2f}", str(row["non2xx"] + row["errors"] + row["timeouts"]),
+                      f"{row['p99_ms']:.2f}", fmt_ratio(row.get("server_cpu_ms_per_req")),
+                      str(row["non2xx"] + row["errors"] + row["timeouts"]),
                       fmt_ratio(row.get("vs_floor")), fmt_ratio(row.get("vs_naive"))))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
@@ -278,6 +280,19 @@ def rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
+def cpu_seconds(server: Server) -> float:
+    """User+system CPU time used so far by the server and its workers (from /proc/PID/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(server.proc.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
 def memory(server: Server) -> dict[str, float]:
     """{pid: RSS MiB} of the server and its workers."""
     return {str(pid): round(rss_mb(pid), 1) for pid in process_tree(server.proc.pid)}
@@ -304,10 +319,12 @@ def point(kind: str, config: str, server: Server, script: Path, c: int, duration
           images: int = 1) -> dict:
     """One row of the table: a wrk run against `server` at concurrency c."""
     path = "/health" if kind == "floor" else "/"
+    cpu_before = cpu_seconds(server)
     row = {"kind": kind, "config": config, "c": c, "images": images,
            **run_wrk(server.url + path, script, c, duration)}
+    row["server_cpu_ms_per_req"] = round((cpu_seconds(server) - cpu_before) * 1e3 / max(row["requests"], 1), 3)
     print(f"  {kind:6} {config:10} c={c:<3} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:.2f} ms  "
-          f"p99 {row['p99_ms']:.2f} ms", file=sys.stderr)
+          f"p99 {row['p99_ms']:.2f} ms  cpu {row['server_cpu_ms_per_req']:.3f} ms/req", file=sys.stderr)
     return row
 
 

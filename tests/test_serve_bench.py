@@ -74,11 +74,12 @@ def test_add_ratios_without_baseline_gives_none(bench):
 
 def test_format_table_shows_images_per_second_and_ratios(bench):
     batch = {**row("batch", "default", 4, 80), "images": 256}
-    ours = {**row("ours", "default", 32, 900), "vs_floor": 0.6, "vs_naive": 5.25}
+    ours = {**row("ours", "default", 32, 900), "vs_floor": 0.6, "vs_naive": 5.25, "server_cpu_ms_per_req": 1.234}
     lines = bench.format_table([batch, ours]).splitlines()
     assert lines[0].split()[:5] == ["kind", "config", "c", "req/s", "img/s"]
     assert lines[1].split()[3:5] == ["80", "20480"]
-    assert lines[2].split()[-2:] == ["0.60", "5.25"]
+    assert lines[2].split()[-4:] == ["1.23", "0", "0.60", "5.25"]
+    assert lines[1].split()[7] == "-"  # no CPU figure for that row
 
 
 def test_pick_best_prefers_fewer_workers_on_a_tie(bench):
