@@ -20,11 +20,12 @@ access_log = logging.getLogger("modelarts_mnist.server.access")
 
 GRACE_SECONDS = 30  # SIGTERM: how long in-flight requests may still run
 SOCKET_TIMEOUT = 60  # a client silent this long mid-request is dropped (ModelArts' gateway: 40-60 s)
-# Measured with benchmarks/serve_bench.py on 2 cores (see benchmarks/README.md): one worker per core
-# with 2 threads gave the same throughput as 2-4 workers x 4 threads, with the lowest p99 at c=8,
-# half the memory and the fastest start; 1 thread let one worker queue most keep-alive connections.
+# Measured with benchmarks/serve_bench.py on 2 cores (see benchmarks/README.md). Throughput is CPU-bound
+# and about equal for 1-2 workers per core; with one per core, a burst of keep-alive connections often
+# lands mostly on one worker (c=32: 620-1240 req/s between runs) and 256-image batches got half the
+# images/s. Two per core x 2 threads kept c=32 at 1000-1350 req/s and p99 at c=8 under 20 ms.
 THREADS_PER_WORKER = 2  # gthread: the model and PIL release the GIL, so two requests overlap a little
-WORKERS_PER_CORE = 1
+WORKERS_PER_CORE = 2
 
 
 def run(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
