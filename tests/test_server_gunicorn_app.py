@@ -21,3 +21,35 @@ def test_each_loaded_worker_counts_itself(tmp_path, monkeypatch):
     service = GunicornService(ServeConfig(model_dir=tmp_path), {"workers": 2})
     assert service.load() == "app" and service.warm_workers.value == 1
     assert built[0].ready_gate == service.all_warm and built[0].load_in_background is False
+
+
+def test_warm_http_path_runs_the_digit_through_gunicorns_parser_and_writer():
+    from gunicorn.config import Config
+
+    from modelarts_mnist.server.gunicorn_app import warm_http_path
+    from modelarts_mnist.server.loading import digit_png
+
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["REQUEST_METHOD"], environ["CONTENT_TYPE"], environ["wsgi.input"].read()))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    warm_http_path(app, Config(), rounds=2)
+    assert len(seen) == 2
+    method, content_type, body = seen[0]
+    assert (method, content_type) == ("POST", "multipart/form-data; boundary=warm")
+    assert digit_png() in body and body.endswith(b"--warm--\r\n")
+
+
+def test_warm_http_path_failure_only_logs(caplog):
+    from gunicorn.config import Config
+
+    from modelarts_mnist.server.gunicorn_app import warm_http_path
+
+    def broken(environ, start_response):
+        raise RuntimeError("boom")
+
+    warm_http_path(broken, Config(), rounds=1)
+    assert "gunicorn warm-up request failed: boom" in caplog.text
