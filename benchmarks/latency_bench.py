@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from modelarts_mnist.client import is_healthy
+
 
 def start_serve(model_dir: Path, workers: int | None) -> tuple[subprocess.Popen, str, int, float]:
     """Start serve on a free port; (process, host, port, seconds from start to /health 200)."""
@@ -31,21 +33,11 @@ def start_serve(model_dir: Path, workers: int | None) -> tuple[subprocess.Popen,
     if not match:
         raise SystemExit("serve did not start")
     host, port = match.group(1), int(match.group(2))
-    while health(host, port) != 200:
+    while not is_healthy(f"http://{host}:{port}", timeout=5):
         if proc.poll() is not None:
             raise SystemExit("serve exited before it was healthy")
         time.sleep(0.02)
     return proc, host, port, time.monotonic() - started
-
-
-def health(host: str, port: int) -> int:
-    """GET /health's status, or 0 while nothing answers."""
-    try:
-        conn = http.client.HTTPConnection(host, port, timeout=5)
-        conn.request("GET", "/health")
-        return conn.getresponse().status
-    except OSError:
-        return 0
 
 
 def multipart(image: bytes, name: str) -> tuple[bytes, dict[str, str]]:

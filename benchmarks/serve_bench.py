@@ -33,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 
+from modelarts_mnist.client import is_healthy
+
 MARKER = "SERVE_BENCH "
 BATCH_SIZE = 256
 CONCURRENCY = (1, 8, 32)
@@ -236,21 +238,11 @@ def wait_healthy(server: Server, started: float) -> float:
     while time.monotonic() - started < HEALTH_TIMEOUT:
         if server.proc.poll() is not None:
             raise SystemExit(f"server exited with {server.proc.returncode} before it was healthy")
-        if health_status(server.host, server.port) == 200:
+        if is_healthy(f"http://{server.host}:{server.port}"):
             return time.monotonic() - started
         time.sleep(0.01)
     server.stop()
     raise SystemExit(f"server not healthy within {HEALTH_TIMEOUT:.0f} s")
-
-
-def health_status(host: str, port: int) -> int:
-    """GET /health's status, or 0 while nothing answers."""
-    try:
-        conn = http.client.HTTPConnection(host, port, timeout=2)
-        conn.request("GET", "/health")
-        return conn.getresponse().status
-    except OSError:
-        return 0
 
 
 def process_tree(pid: int) -> list[int]:

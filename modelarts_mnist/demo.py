@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 from PIL import Image
 
 from . import idx
@@ -77,7 +78,8 @@ class Prediction:
 def prepare_data(layout: Layout) -> Path:
     """Step 1: the embedded dataset in dataset-mnist/ (an intact existing copy is reused)."""
     try:
-        idx.read_split(layout.dataset, "train"), idx.read_split(layout.dataset, "t10k")
+        for split in idx.SPLITS:
+            idx.read_split(layout.dataset, split)
         return layout.dataset
     except DataError:
         return prepare_dataset(layout.dataset, "embedded", force=layout.dataset.exists())
@@ -111,16 +113,11 @@ def write_samples(layout: Layout, per_digit: int = 1) -> list[tuple[Path, str]]:
     layout.samples.mkdir(parents=True, exist_ok=True)
     samples = []
     for digit in range(10):
-        for n, row in enumerate(list(idx_rows(labels, digit))[:per_digit]):
+        for n, row in enumerate(np.flatnonzero(labels == digit)[:per_digit]):
             path = layout.samples / f"test-{digit}-{n}.png"
             Image.fromarray(images[row]).save(path)
             samples.append((path, str(digit)))
     return samples
-
-
-def idx_rows(labels, digit: int):
-    """Row numbers holding `digit`, in file order."""
-    return (i for i, label in enumerate(labels) if label == digit)
 
 
 def free_port(preferred: int, host: str = "127.0.0.1") -> int:

@@ -7,18 +7,12 @@ import sys
 
 import pytest
 
-from modelarts_mnist.demo import Layout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from modelarts_mnist.demo import Layout, free_port
 
 
 @pytest.mark.slow
 def test_demo_runs_the_four_steps_and_stops_the_service(tmp_path):
-    port = free_port()
+    port = free_port(0)
     result = subprocess.run(
         [sys.executable, "-m", "modelarts_mnist", "demo", "--workdir", str(tmp_path), "--port", str(port),
          "--max_steps", "120"],
