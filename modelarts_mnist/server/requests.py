@@ -10,9 +10,11 @@ from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request
 
 from ..errors import InvalidInput, PayloadTooLarge
+from .multipart import Part, split_multipart
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 CHUNK = 64 * 1024
+FAST_PATH_BYTES = 1024 * 1024  # bodies up to this size are split in memory; larger ones stream via werkzeug
 
 
 def parse_request(request: Request) -> dict[str, Any]:
@@ -46,19 +48,46 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 def parse_form(request: Request) -> dict[str, Any]:
     """Files as {field: {filename: BytesIO}}, then text fields and query parameters (files win)."""
-    data: dict[str, Any] = {}
-    for field, value in request.args.items():
-        data[field] = value
-    for field, value in request.form.items():
-        data[field] = value
-    for field, upload in request.files.items(multi=True):
-        files = data.get(field)
-        if not isinstance(files, dict):
-            files = data[field] = {}
-        files[unique_name(files, upload.filename or field)] = read_upload(upload)
-    if not request.form and not request.files:
+    parts = split_small_multipart(request)
+    if parts is not None:
+        texts = [(part.name, part.content.decode("utf-8", "replace")) for part in parts if part.filename is None]
+        files = [(part.name, part.filename or part.name, io.BytesIO(part.content))
+                 for part in parts if part.filename is not None]
+    else:  # werkzeug: urlencoded forms, big bodies, and multipart spellings the fast parser leaves alone
+        texts = list(request.form.items())
+        files = [(field, upload.filename or field, read_upload(upload))
+                 for field, upload in request.files.items(multi=True)]
+    if not texts and not files:
         raise InvalidInput("form body has no fields (is the multipart body complete, "
                            "with the boundary its Content-Type names?)")
+    return assemble_form(list(request.args.items()), texts, files)
+
+
+def split_small_multipart(request: Request) -> list[Part] | None:
+    """The parts of a multipart body of known size up to FAST_PATH_BYTES, or None (werkzeug parses it)."""
+    length = request.content_length
+    if request.mimetype != "multipart/form-data" or length is None or length > FAST_PATH_BYTES:
+        return None
+    body = request.get_data(cache=True)  # kept: werkzeug re-reads it from the cache if needed
+    return split_multipart(body, request.mimetype_params.get("boundary", ""),
+                           max_parts=request.max_form_parts, max_text_bytes=request.max_form_memory_size)
+
+
+def assemble_form(args: list[tuple[str, str]], texts: list[tuple[str, str]],
+                  files: list[tuple[str, str, io.BytesIO]]) -> dict[str, Any]:
+    """Query parameters, then text fields (the first of each name), then files grouped by field."""
+    data: dict[str, Any] = {}
+    for field, value in args:
+        data[field] = value
+    first: dict[str, str] = {}
+    for field, value in texts:  # a repeated text field keeps its first value, as werkzeug's form does
+        first.setdefault(field, value)
+    data.update(first)
+    for field, filename, content in files:
+        group = data.get(field)
+        if not isinstance(group, dict):
+            group = data[field] = {}
+        group[unique_name(group, filename)] = content
     return data
 
 
