@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from model_service.tfserving_model_service import TfServingBaseService, pick_signature
+from model_service.tfserving_model_service import TfServingBaseService, fits, pick_signature
 
 from modelarts_mnist.errors import InferenceFailed, PackageError
 
@@ -107,3 +107,13 @@ def test_load_model_is_overridable():
     loaded = type("Loaded", (), {"signatures": {"serving_default": Scaler().predict.get_concrete_function()}})
     service = Fake("m", "/fake")
     assert seen == ["/fake"] and service.signature_name == "serving_default"
+
+
+SPECS = [None, [], [None], [None, 784], [2, None], [1, 28, 28]]
+SHAPES = [(), (3,), (0, 784), (2, 784), (2, 5), (784,), (1, 28, 28), (1, 28, 27)]
+
+
+@pytest.mark.parametrize("dims", SPECS, ids=str)
+def test_fits_agrees_with_tensorshape(dims):
+    spec = tf.TensorShape(dims)
+    assert [fits(shape, dims) for shape in SHAPES] == [spec.is_compatible_with(shape) for shape in SHAPES]
