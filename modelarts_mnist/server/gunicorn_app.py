@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import socket
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -29,18 +30,47 @@ class GunicornService(BaseApplication):
     def load_config(self) -> None:
         for name, value in self.options.items():
             self.cfg.set(name, value)
+        self.cfg.set("post_worker_init", self.warm_worker)
 
     def load(self) -> Any:
         # Loaded before the worker accepts: it takes traffic only once warm, never answering 503.
-        app = create_app(config=replace(self.config, load_in_background=False, ready_gate=self.all_warm))
-        warm_http_path(app, self.cfg)
+        return create_app(config=replace(self.config, load_in_background=False, ready_gate=self.all_warm))
+
+    def warm_worker(self, worker: Any) -> None:
+        """Run the warm-up digit on every thread of the worker's pool, then count the worker as warm.
+
+        gunicorn starts pool threads on demand; warming from the main thread left the first client
+        request to start a thread and run cold code on it.
+        """
+        pool = getattr(worker, "tpool", None)
+        if pool is None:  # a worker class without a thread pool answers on its main thread
+            warm_http_path(worker.wsgi, worker.cfg)
+        else:
+            warm_threads(pool, worker.cfg.threads, lambda: warm_http_path(worker.wsgi, worker.cfg))
         with self.warm_workers.get_lock():
             self.warm_workers.value += 1
-        return app
 
     def all_warm(self) -> bool:
         """True once as many workers have warmed up as gunicorn runs (restarted ones count again)."""
         return self.warm_workers.value >= self.cfg.workers
+
+
+def warm_threads(pool: Any, threads: int, warm: Any, timeout: float = 60.0) -> None:
+    """Call warm() on `threads` distinct threads of the executor, starting each of them.
+
+    The tasks wait for each other, so the executor cannot hand them all to one idle thread.
+    """
+    barrier = threading.Barrier(threads)
+
+    def task() -> None:
+        barrier.wait(timeout)
+        warm()
+
+    try:
+        for future in [pool.submit(task) for _ in range(threads)]:
+            future.result(timeout)
+    except Exception as exc:  # an optimisation only: a worker that could not warm still serves
+        logger.warning("warming the worker's threads failed: %s", exc)
 
 
 def warm_http_path(app: Any, cfg: Any, rounds: int = WARMUP_ROUNDS) -> None:
