@@ -60,10 +60,11 @@ def add_guards(app: Flask, config: ServeConfig) -> None:
 
     @app.before_request
     def guard() -> None:
-        if request.method == "POST":
-            check_length(request, limit)
+        current = current_request()
+        if current.method == "POST":
+            check_length(current, limit)
             if token is not None:
-                check_token(request, token)
+                check_token(current, token)
 
 
 def add_routes(app: Flask, slot: ModelSlot, ready_gate: Callable[[], bool] | None = None) -> None:
@@ -72,9 +73,9 @@ def add_routes(app: Flask, slot: ModelSlot, ready_gate: Callable[[], bool] | Non
     @app.post("/")
     def predict() -> Response:
         """ModelArts' inference API: the request's data through the service, answered as JSON."""
-        service = slot.get(warming=WARMUP_KEY in request.environ)
-        result = run_inference(service, parse_request(request))
-        return app.json.response(result)
+        current = current_request()
+        service = slot.get(warming=WARMUP_KEY in current.environ)
+        return app.json.response(run_inference(service, parse_request(current)))
 
     @app.get("/health")
     def health() -> Response:
@@ -105,10 +106,13 @@ def run_inference(service: Any, data: dict[str, Any]) -> Any:
 
 def check_length(req: Request, limit: int) -> None:
     """PayloadTooLarge on a declared Content-Length over the limit, or a chunked body growing past it."""
-    if not req.environ.get("CONTENT_LENGTH") and "wsgi.input_terminated" in req.environ:
-        buffer_unsized_body(req.environ, limit)  # chunked: no length to check up front
-    elif req.content_length is not None and req.content_length > limit:
-        raise PayloadTooLarge(TOO_LARGE)
+    environ = req.environ
+    if not environ.get("CONTENT_LENGTH") and "wsgi.input_terminated" in environ:
+        buffer_unsized_body(environ, limit)  # chunked: no length to check up front
+    else:
+        length = req.content_length
+        if length is not None and length > limit:
+            raise PayloadTooLarge(TOO_LARGE)
 
 
 def check_token(req: Request, token: bytes) -> None:
@@ -116,6 +120,11 @@ def check_token(req: Request, token: bytes) -> None:
     given = req.headers.get("X-Auth-Token", "").encode("utf-8", "surrogateescape")
     if not hmac.compare_digest(given, token):
         raise Unauthorized("missing or wrong X-Auth-Token" if given else "X-Auth-Token header is required")
+
+
+def current_request() -> Request:
+    """The request object itself: each attribute read through Flask's proxy costs ~2 us, ~25 per POST."""
+    return request._get_current_object()  # type: ignore[attr-defined]
 
 
 def wants_html(req: Request) -> bool:

@@ -53,7 +53,7 @@ def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
         if preprocess is None:
             raise InvalidInput("preview: this service offers no preprocessing hook",
                                http_status=404, error_code="MR.0101")
-        return jsonify({"images": preview_images(parse_request(request), preprocess)})
+        return jsonify({"images": preview_images(parse_request(request._get_current_object()), preprocess)})
 
     bp.register_error_handler(MnistSdkError, render_sdk_error)
     return bp
