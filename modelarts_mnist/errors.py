@@ -103,3 +103,7 @@ class StorageError(MnistSdkError):
 
     http_status = 502
     error_code = "ModelArts.3001"
+
+
+class ServeError(MnistSdkError):
+    """The online service could not start (e.g. its port is taken)."""

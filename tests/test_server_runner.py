@@ -9,7 +9,8 @@ import time
 import pytest
 
 from fixtures.serving import multipart, request, wait_healthy
-from modelarts_mnist.server.runner import WORKERS_PER_CORE, InFlight, default_workers, tf_threads_for
+from modelarts_mnist.errors import ServeError
+from modelarts_mnist.server.runner import WORKERS_PER_CORE, InFlight, default_workers, reserve_port, tf_threads_for
 
 
 def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> bytes:
@@ -52,12 +53,53 @@ def test_sigterm_lets_the_in_flight_request_finish(echo_package, start_serve, ar
     assert time.monotonic() - started < 15
 
 
-def test_gunicorn_workers_each_load_the_model(echo_package, start_serve):
+def test_gunicorn_workers_each_listen_and_share_the_connections(echo_package, start_serve):
     serve = start_serve(echo_package, "--workers", "2")
     wait_healthy(serve)
+    assert listening_sockets(serve.port) == 2  # one SO_REUSEPORT socket per worker; the master only holds the port
     body, headers = multipart({"images": b"x"})
-    pids = {request(serve, "POST", "/", body, headers)[2]["pid"] for _ in range(40)}
-    assert serve.proc.pid not in pids and len(pids) >= 1
+    pids = [request(serve, "POST", "/", body, headers)[2]["pid"] for _ in range(40)]
+    assert serve.proc.pid not in pids and len(set(pids)) == 2  # the kernel spread 40 connections over both
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets on this machine listen on port (from /proc/net/tcp, state 0A)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+@pytest.mark.parametrize("args", [("--threaded",), ("--workers", "2")], ids=["threaded", "gunicorn"])
+def test_a_port_another_server_listens_on_is_a_clear_error(echo_package, start_serve, args):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        serve = start_serve(echo_package, *args, "--port", str(port))  # the later --port wins
+        assert serve.proc.wait(60) != 0
+        log = serve.log.read_text()
+        assert str(port) in log and "in use" in log and "Traceback" not in log
+
+
+def test_reserve_port_holds_a_free_port_without_listening():
+    with reserve_port("127.0.0.1", 0) as holder:
+        port = holder.getsockname()[1]
+        assert port and listening_sockets(port) == 0
+        with socket.socket() as plain, pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))  # other programs are kept off the port
+
+
+def test_reserve_port_refuses_a_port_shared_by_another_reuseport_server():
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(ServeError, match="another server is already listening"):
+            reserve_port("127.0.0.1", other.getsockname()[1])
 
 
 @pytest.mark.parametrize("args", [("--threaded",), ("--workers", "1")], ids=["threaded", "gunicorn"])

@@ -1,16 +1,21 @@
 """How `serve` runs the app: one threaded process by default, or gunicorn with N worker processes."""
 from __future__ import annotations
 
+import errno
 import logging
+import multiprocessing
 import os
 import signal
+import socket
 import threading
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wsgi import ClosingIterator
 
+from ..errors import ServeError
 from ..loader import find_service_class
 from .app import SLOT_KEY, ServeConfig, create_app
 from .loading import import_tensorflow, limit_tf_threads
@@ -20,12 +25,12 @@ access_log = logging.getLogger("modelarts_mnist.server.access")
 
 GRACE_SECONDS = 30  # SIGTERM: how long in-flight requests may still run
 SOCKET_TIMEOUT = 60  # a client silent this long mid-request is dropped (ModelArts' gateway: 40-60 s)
-# Measured with benchmarks/serve_bench.py on 2 cores (see benchmarks/README.md). Throughput is CPU-bound
-# and about equal for 1-2 workers per core; with one per core, a burst of keep-alive connections often
-# lands mostly on one worker (c=32: 620-1240 req/s between runs) and 256-image batches got half the
-# images/s. Two per core x 2 threads kept c=32 at 1000-1350 req/s and p99 at c=8 under 20 ms.
+# Measured with benchmarks/serve_bench.py on 2 cores (see benchmarks/README.md). With a socket per worker
+# (SO_REUSEPORT) connections spread evenly, and one worker per core did best: at c=32, 2 workers
+# used 1.2-1.4 ms of CPU per request against 1.6 ms for 4 (more processes: more cache misses and
+# context switches), for 1,390-1,600 req/s against 1,100-1,240. Two threads per worker beat one.
 THREADS_PER_WORKER = 2  # gthread: the model and PIL release the GIL, so two requests overlap a little
-WORKERS_PER_CORE = 2
+WORKERS_PER_CORE = 1
 
 
 def run(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
@@ -52,7 +57,10 @@ def run_threaded(config: ServeConfig, host: str, port: int, on_listening: Callab
     """One process: listen at once, load the model in the background (/health 503 meanwhile)."""
     app = create_app(config=replace(config, load_in_background=True))
     tracker = InFlight(app)
-    server = make_server(host, port, tracker, threaded=True, request_handler=QuietHandler)
+    try:
+        server = make_server(host, port, tracker, threaded=True, request_handler=QuietHandler)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -110,21 +118,77 @@ class QuietHandler(WSGIRequestHandler):
 
 def run_gunicorn(config: ServeConfig, host: str, port: int, workers: int,
                  on_listening: Callable[[str], None]) -> None:
-    """gunicorn with `workers` gthread processes; each loads and warms up the model after fork."""
+    """gunicorn with `workers` gthread processes; each loads and warms up the model after fork.
+
+    Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections evenly.
+    On one shared socket the first worker to wake took most of a burst of keep-alive connections
+    (32 opened at once: 21/7/2/2 over 4 workers), and throughput swung 2x between runs.
+    """
     from .gunicorn_app import GunicornService
 
     find_service_class(config.model_dir)  # a missing or broken service file: one clear error, before forking
     preload_tensorflow(config)
-    options = {
-        "bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
-        "threads": THREADS_PER_WORKER, "keepalive": 5, "graceful_timeout": GRACE_SECONDS,
-        "timeout": 120,  # loading TensorFlow and the model counts against the worker's heartbeat
-        "accesslog": "-" if access_log.isEnabledFor(logging.INFO) else None,
-        "loglevel": "info" if logger.isEnabledFor(logging.INFO) else "warning",
-        "control_socket_disable": True,  # one shared ~/.gunicorn socket would clash between services
-        "when_ready": lambda arbiter: on_listening(listening_url(arbiter, host)),
-    }
-    GunicornService(config, options).run()
+    with reserve_port(host, port) as holder:
+        port = holder.getsockname()[1]
+        options = {
+            "bind": f"{host}:{port}", "reuse_port": True, "workers": workers, "worker_class": "gthread",
+            "threads": THREADS_PER_WORKER, "keepalive": 5, "graceful_timeout": GRACE_SECONDS,
+            "timeout": 120,  # loading TensorFlow and the model counts against the worker's heartbeat
+            "accesslog": "-" if access_log.isEnabledFor(logging.INFO) else None,
+            "loglevel": "info" if logger.isEnabledFor(logging.INFO) else "warning",
+            "control_socket_disable": True,  # one shared ~/.gunicorn socket would clash between services
+            "post_fork": FirstListener(partial(on_listening, f"http://{host}:{port}")),
+        }
+        GunicornService(config, options).run()
+
+
+class FirstListener:
+    """gunicorn's post_fork hook: announce the URL once, from the first worker whose socket listens.
+
+    With SO_REUSEPORT the master never listens; announcing earlier let clients that connect as soon
+    as they read the URL be refused.
+    """
+
+    def __init__(self, announce: Callable[[], None]):
+        self.announce = announce
+        self.done = multiprocessing.Value("b", False)  # made before the fork: shared by the workers
+
+    def __call__(self, arbiter: Any, worker: Any) -> None:
+        with self.done.get_lock():
+            if self.done.value:
+                return
+            self.done.value = True
+        self.announce()
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (a free port for 0) with SO_REUSEPORT, never listening.
+
+    Held by the master while workers bind their own sockets to the same port, it keeps other
+    programs off the port, and gives port 0 one number for all workers. Raises ServeError if
+    another server already answers there (SO_REUSEPORT alone would silently share the port).
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(address)
+        if answers(family, holder.getsockname()):
+            raise OSError(errno.EADDRINUSE, "port in use: another server is already listening there")
+    except OSError as exc:
+        holder.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return holder
+
+
+def answers(family: int, address: tuple) -> bool:
+    """True if something accepts a TCP connection at address (a wildcard host means this machine)."""
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+    target = (wildcard.get(address[0], address[0]), *address[1:])
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(target) == 0
 
 
 def preload_tensorflow(config: ServeConfig) -> None:
@@ -137,7 +201,3 @@ def preload_tensorflow(config: ServeConfig) -> None:
         limit_tf_threads(config.tf_threads or 1)  # environment first: TensorFlow reads it when it starts
         import_tensorflow(config.model_dir)
 
-
-def listening_url(arbiter: Any, host: str) -> str:
-    """The URL gunicorn's first listener is bound to (its port may have been 0)."""
-    return f"http://{host}:{arbiter.LISTENERS[0].sock.getsockname()[1]}"
