@@ -120,10 +120,13 @@ def build_model(kind="cnn"):
         return [layers.Conv2D(filters, size, use_bias=False), layers.BatchNormalization(momentum=0.9),
                 layers.ReLU()]
 
+    # LeNet-shaped, 1.1M multiply-adds per digit. Against 32-64-64 filters (4.8M) it scored the same on
+    # held-out digits (median of 5 seeds 98.8% vs 98.9% of 3), trains in half the time and serves a
+    # digit in a quarter of the compute (benchmarks/train_bench.py, benchmarks/serve_bench.py).
     return tf.keras.Sequential(stem + [
         layers.Reshape((28, 28, 1)),
-        *conv(32, 5), layers.MaxPooling2D(),  # one 5x5 layer at full resolution: half the cost of two 3x3
-        *conv(64, 3), *conv(64, 3), layers.MaxPooling2D(),
+        *conv(16, 5), layers.MaxPooling2D(),
+        *conv(32, 5), layers.MaxPooling2D(),
         layers.Flatten(),
         layers.Dense(128, use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU(),
         layers.Dropout(0.3),
