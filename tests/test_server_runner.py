@@ -10,7 +10,8 @@ import pytest
 
 from fixtures.serving import multipart, request, wait_healthy
 from modelarts_mnist.errors import ServeError
-from modelarts_mnist.server.runner import WORKERS_PER_CORE, InFlight, default_workers, reserve_port, tf_threads_for
+from modelarts_mnist.server.runner import (WORKERS_PER_CORE, InFlight, bracketed, default_workers, reserve_port,
+                                          tf_threads_for)
 
 
 def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> bytes:
@@ -91,6 +92,12 @@ def test_reserve_port_holds_a_free_port_without_listening():
         assert port and listening_sockets(port) == 0
         with socket.socket() as plain, pytest.raises(OSError):
             plain.bind(("127.0.0.1", port))  # other programs are kept off the port
+
+
+def test_reserve_port_binds_names_like_gunicorn_and_urls_bracket_ipv6():
+    with reserve_port("localhost", 0) as holder:
+        assert holder.family == socket.AF_INET  # gunicorn binds IPv4 for any name that is not an IPv6 literal
+    assert bracketed("::1") == "[::1]" and bracketed("127.0.0.1") == "127.0.0.1"
 
 
 def test_reserve_port_refuses_a_port_shared_by_another_reuseport_server():

@@ -65,7 +65,7 @@ def run_threaded(config: ServeConfig, host: str, port: int, on_listening: Callab
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    on_listening(f"http://{host}:{server.server_port}")
+    on_listening(f"http://{bracketed(host)}:{server.server_port}")
     slot = app.extensions[SLOT_KEY]
     while not stop.wait(0.2) and slot.error is None:
         pass
@@ -129,15 +129,15 @@ def run_gunicorn(config: ServeConfig, host: str, port: int, workers: int,
     find_service_class(config.model_dir)  # a missing or broken service file: one clear error, before forking
     preload_tensorflow(config)
     with reserve_port(host, port) as holder:
-        port = holder.getsockname()[1]
+        address = f"{bracketed(host)}:{holder.getsockname()[1]}"
         options = {
-            "bind": f"{host}:{port}", "reuse_port": True, "workers": workers, "worker_class": "gthread",
+            "bind": address, "reuse_port": True, "workers": workers, "worker_class": "gthread",
             "threads": THREADS_PER_WORKER, "keepalive": 5, "graceful_timeout": GRACE_SECONDS,
             "timeout": 120,  # loading TensorFlow and the model counts against the worker's heartbeat
             "accesslog": "-" if access_log.isEnabledFor(logging.INFO) else None,
             "loglevel": "info" if logger.isEnabledFor(logging.INFO) else "warning",
             "control_socket_disable": True,  # one shared ~/.gunicorn socket would clash between services
-            "post_fork": FirstListener(partial(on_listening, f"http://{host}:{port}")),
+            "post_fork": FirstListener(partial(on_listening, f"http://{address}")),
         }
         GunicornService(config, options).run()
 
@@ -168,18 +168,23 @@ def reserve_port(host: str, port: int) -> socket.socket:
     programs off the port, and gives port 0 one number for all workers. Raises ServeError if
     another server already answers there (SO_REUSEPORT alone would silently share the port).
     """
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as gunicorn decides for its own sockets
     holder = socket.socket(family, socket.SOCK_STREAM)
     try:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind(address)
+        holder.bind((host, port))
         if answers(family, holder.getsockname()):
             raise OSError(errno.EADDRINUSE, "port in use: another server is already listening there")
     except OSError as exc:
         holder.close()
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return holder
+
+
+def bracketed(host: str) -> str:
+    """host as it goes before `:port` in a URL or gunicorn's bind (IPv6 literals in brackets)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def answers(family: int, address: tuple) -> bool:
