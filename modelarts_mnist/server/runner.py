@@ -28,8 +28,10 @@ SOCKET_TIMEOUT = 60  # a client silent this long mid-request is dropped (ModelAr
 # Measured with benchmarks/serve_bench.py on 2 cores (see benchmarks/README.md). With a socket per worker
 # (SO_REUSEPORT) connections spread evenly, and one worker per core did best: at c=32, 2 workers
 # used 1.2-1.4 ms of CPU per request against 1.6 ms for 4 (more processes: more cache misses and
-# context switches), for 1,390-1,600 req/s against 1,100-1,240. Two threads per worker beat one.
-THREADS_PER_WORKER = 2  # gthread: the model and PIL release the GIL, so two requests overlap a little
+# context switches), for 1,390-1,600 req/s against 1,100-1,240. One and two threads per worker were
+# within the noise (1,160-1,380 req/s each); with two, a slow request (a 256-image batch, a large
+# photo) does not hold up the next one on that worker.
+THREADS_PER_WORKER = 2
 WORKERS_PER_CORE = 1
 
 
