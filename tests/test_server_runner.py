@@ -183,6 +183,11 @@ def test_default_serve_answers_from_gunicorn_workers(echo_package, start_serve):
     assert request(serve, "POST", "/", body, headers)[2]["pid"] != serve.proc.pid
 
 
-def test_default_workers_scale_with_cores():
+def test_default_workers_scale_with_cores_as_serve_help_says():
+    from click.testing import CliRunner
+
+    from modelarts_mnist.cli.serve import serve
+
     assert default_workers() == WORKERS_PER_CORE * len(os.sched_getaffinity(0))
+    assert f"[default: {WORKERS_PER_CORE} per core]" in CliRunner().invoke(serve, ["--help"]).output
 

@@ -16,7 +16,7 @@ TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (ModelArts uses 8080; 0 picks a free one).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="gunicorn worker processes  [default: 2 per core]")
+              help="gunicorn worker processes  [default: 1 per core]")
 @click.option("--threaded", is_flag=True,
               help="One threaded process instead of gunicorn: slower, but answers /health 503 while loading.")
 @click.option("--auth-token", envvar=TOKEN_ENV, default=None, show_envvar=True,
