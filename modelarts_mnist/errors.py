@@ -9,7 +9,9 @@
     ├── InferenceFailed       user code raised                     (500, MR.0105)
     ├── PackageError          a model folder that fails the checks (400, ModelArts.0101)
     ├── TrainingError         a training job that failed           (500, ModelArts.2001)
-    └── StorageError          local, OBS or S3 transfer problems   (502, ModelArts.3001)
+    ├── StorageError          local, OBS or S3 transfer problems   (502, ModelArts.3001)
+    ├── EngineError           a runtime environment that cannot be built or used (500, ModelArts.0203)
+    └── ServeError            the online service could not start  (500, MR.0105)
 """
 from __future__ import annotations
 
@@ -107,3 +109,9 @@ class StorageError(MnistSdkError):
 
 class ServeError(MnistSdkError):
     """The online service could not start (e.g. its port is taken)."""
+
+
+class EngineError(MnistSdkError):
+    """A ModelArts runtime environment that cannot be found, built or started here."""
+
+    error_code = "ModelArts.0203"

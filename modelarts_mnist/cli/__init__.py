@@ -21,6 +21,7 @@ COMMANDS = {
     "obs": "modelarts_mnist.cli.obs:obs",
     "upload": "modelarts_mnist.cli.obs:upload",
     "demo": "modelarts_mnist.cli.demo:demo",
+    "runtime": "modelarts_mnist.cli.runtime:runtime",
 }
 
 
