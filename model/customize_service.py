@@ -31,6 +31,8 @@ SIDE, BOX = 28, 20        # MNIST: 28x28 field, digit fitted in a 20x20 box
 INK_LEVEL = 0.25          # fraction of the peak above which a pixel counts as ink when cropping
 JPEG_DRAFT_SIDE = 120     # JPEGs decode at 1/2..1/8 scale, keeping at least this short side: much faster
 TOP_K = 5
+# Image.Resampling arrived in Pillow 9.1; Python 3.6 runtimes get Pillow 8.4, which has only the constant.
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 
 
 class MnistService(TfServingBaseService):
@@ -194,8 +196,8 @@ def centre_digit(digit):
     if not height:
         return field
     scale = BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    small = np.asarray(Image.fromarray(digit).resize(size, BILINEAR, reducing_gap=3.0))
     small = stretch(small)
     top, left = centre_offsets(small)
     field[top:top + small.shape[0], left:left + small.shape[1]] = small
@@ -221,8 +223,9 @@ def centre_offsets(small):
     else:
         row, col = (height - 1) / 2, (width - 1) / 2
     centre = (SIDE - 1) / 2
-    top = min(max(round(centre - row), 0), SIDE - height)
-    left = min(max(round(centre - col), 0), SIDE - width)
+    # int(): on numpy < 1.19, round() of a numpy float is a float, which cannot index.
+    top = min(max(int(round(centre - row)), 0), SIDE - height)
+    left = min(max(int(round(centre - col)), 0), SIDE - width)
     return top, left
 
 
