@@ -10,10 +10,11 @@ import zlib
 
 import numpy as np
 import pytest
+from model_service.errors import StepFailed
 from PIL import Image
 
 from modelarts_mnist.artifacts import INFERENCE_CODE, artifact_path
-from modelarts_mnist.errors import InferenceFailed
+from modelarts_mnist.loader import inference_failed
 
 
 @pytest.fixture(scope="module")
@@ -299,9 +300,10 @@ def test_black_on_white_photo_digits_are_recognised(tiny_service, embedded_array
 
 
 def test_service_maps_bad_input_to_400(tiny_service):
-    with pytest.raises(InferenceFailed) as caught:
+    with pytest.raises(StepFailed) as caught:  # the runtime's error; the server edge gives the status
         tiny_service.inference({"images": {"x.png": io.BytesIO(b"not an image")}})
-    assert caught.value.http_status == 400 and "x.png: not a readable" in caught.value.message
+    failed = inference_failed(caught.value)
+    assert failed.http_status == 400 and "x.png: not a readable" in failed.message
 
 
 def test_unreadable_image_message_names_no_memory_address(cs):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_service.lite_path import TOLERANCE, build_lite_path, cached_conversion, convert, unsupported
+from model_service.saved_model import EagerSignature, TensorInfo
 from model_service.tfserving_model_service import TfServingBaseService
 
 
@@ -30,13 +31,8 @@ def loaded(tmp_path_factory):
     return tf.saved_model.load(str(path))
 
 
-def specs(predict_fn):
-    return dict(predict_fn.structured_input_signature[1]), dict(predict_fn.structured_outputs)
-
-
 def build(loaded, **kwargs):
-    predict_fn = loaded.signatures["predict_images"]
-    return build_lite_path(loaded, predict_fn, *specs(predict_fn), **kwargs)
+    return build_lite_path(EagerSignature(loaded, "predict_images", "/unused"), **kwargs)
 
 
 def test_service_uses_the_lite_path_with_the_signature_scores(loaded, tmp_path):
@@ -74,12 +70,18 @@ def test_switched_off_by_environment(loaded, monkeypatch):
     assert build(loaded) is None
 
 
+def info(dtype, shape):
+    return TensorInfo(dtype, shape, tf.as_dtype(dtype).as_numpy_dtype)
+
+
 def test_unsupported_signatures_are_named():
-    two = {"a": tf.TensorSpec([None, 2]), "b": tf.TensorSpec([None, 2])}
-    assert "several inputs" in unsupported(two, {"out": tf.TensorSpec([None])})
-    ragged = {"a": tf.TensorSpec([None, None], tf.float32)}
-    assert "fixed shape" in unsupported(ragged, {"out": tf.TensorSpec([None])})
-    assert "float" in unsupported({"a": tf.TensorSpec([None, 3], tf.string)}, {"o": tf.TensorSpec([None])})
+    out = {"out": info("float32", [None])}
+    two = {"a": info("float32", [None, 2]), "b": info("float32", [None, 2])}
+    assert "several inputs" in unsupported(two, out)
+    assert "fixed shape" in unsupported({"a": info("float32", [None, None])}, out)
+    assert "fixed shape" in unsupported({"a": info("float32", None)}, out)
+    assert "float" in unsupported({"a": info("string", [None, 3])}, out)
+    assert unsupported({"a": info("float32", [None, 784])}, out) == ""
 
 
 def test_threads_each_get_correct_answers(loaded):

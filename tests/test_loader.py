@@ -1,9 +1,15 @@
-"""load_service: find and build the one user service class in customize_service.py."""
+"""load_service: find and build the one user service class in customize_service.py.
+
+The rule lives in the runtime (model_service.discovery, plain ServiceLoadError); the SDK's loader
+only maps its errors to PackageError.
+"""
 from __future__ import annotations
 
 import textwrap
 
 import pytest
+from model_service import discovery
+from model_service.errors import ServiceLoadError, SignatureError
 from model_service.model_service import SingleNodeService
 
 from modelarts_mnist.errors import PackageError
@@ -89,3 +95,33 @@ def test_constructor_failure_is_a_package_error(tmp_path):
 def test_missing_file_is_a_package_error(tmp_path):
     with pytest.raises(PackageError, match="customize_service.py: file not found"):
         load_service(tmp_path)
+
+
+def test_the_runtime_raises_its_own_error_with_the_cause(tmp_path):
+    folder = write_service(tmp_path, """
+        class Broken(SingleNodeService):
+            def __init__(self, model_name, model_path):
+                raise OSError("no saved_model.pb")
+    """)
+    with pytest.raises(ServiceLoadError, match=r"customize_service.py:5: Broken\('m', \.\.\.\) raised OSError") as caught:
+        discovery.load_service(str(folder), "m")
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_a_signature_error_keeps_its_own_message(tmp_path):
+    folder = write_service(tmp_path, """
+        from model_service.errors import SignatureError
+        class NoSignature(SingleNodeService):
+            def __init__(self, model_name, model_path):
+                raise SignatureError(model_path + ": SavedModel has signatures ['a', 'b']")
+    """)
+    with pytest.raises(PackageError, match=r": SavedModel has signatures \['a', 'b'\]$") as caught:
+        load_service(folder)
+    assert isinstance(caught.value.__cause__, SignatureError)
+
+
+def test_a_syntax_error_in_a_helper_names_no_line_of_the_service_file(tmp_path):
+    (tmp_path / "broken_helper.py").write_text("\n\n\ndef f(:\n")
+    folder = write_service(tmp_path, "import broken_helper\n")
+    with pytest.raises(PackageError, match=r"customize_service.py:2: cannot import: SyntaxError"):
+        load_service(folder)

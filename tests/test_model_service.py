@@ -1,12 +1,18 @@
 """The SingleNodeService pipeline contract, with a fake subclass."""
 from __future__ import annotations
 
+import ast
 import logging
+from pathlib import Path
 
+import model_service
 import pytest
+from model_service.errors import StepFailed
 from model_service.model_service import BaseService, SingleNodeService
 
-from modelarts_mnist.errors import InferenceFailed, InvalidInput
+from modelarts_mnist.loader import inference_failed
+
+RUNTIME_DIR = Path(model_service.__file__).parent
 
 
 class RecordingService(SingleNodeService):
@@ -60,30 +66,92 @@ def test_step_times_are_logged(caplog):
         assert step in logged
 
 
+@pytest.mark.parametrize("error", [KeyError("images"), TypeError("not an image"), ValueError("boom")],
+                         ids=["KeyError", "TypeError", "ValueError"])
+@pytest.mark.parametrize("step, hook", [("pre", "_preprocess"), ("inf", "_inference"), ("post", "_postprocess")])
+def test_hook_errors_become_step_failures_naming_the_step(step, hook, error):
+    service = RecordingService(fail_in=step, error=error)
+    with pytest.raises(StepFailed) as caught:
+        service.inference({})
+    assert caught.value.__cause__ is error
+    assert (caught.value.step, caught.value.service) == (hook, "RecordingService")
+    assert str(caught.value).startswith(f"RecordingService.{hook} raised {type(error).__name__}: ")
+
+
 @pytest.mark.parametrize("error, status", [
     (KeyError("images"), 400),
     (TypeError("not an image"), 400),
     (ValueError("boom"), 500),
     (RuntimeError("boom"), 500),
 ], ids=["KeyError", "TypeError", "ValueError", "RuntimeError"])
-@pytest.mark.parametrize("step", ["pre", "inf", "post"])
-def test_hook_errors_become_inference_failed(step, error, status):
-    service = RecordingService(fail_in=step, error=error)
-    with pytest.raises(InferenceFailed) as caught:
-        service.inference({})
-    assert caught.value.http_status == status
-    assert caught.value.__cause__ is error
-    assert type(error).__name__ in caught.value.message
-    assert caught.value.to_dict() == {"erno": "MR.0105", "msg": "Recognition failed", "words_result": {}}
+def test_the_sdk_edge_maps_step_failures_to_inference_failed(error, status):
+    with pytest.raises(StepFailed) as caught:
+        RecordingService(fail_in="inf", error=error).inference({})
+    failed = inference_failed(caught.value)
+    assert failed.http_status == status
+    assert failed.message == str(caught.value)
+    assert failed.to_dict() == {"erno": "MR.0105", "msg": "Recognition failed", "words_result": {}}
 
 
-def test_sdk_errors_pass_through_unchanged():
-    error = InvalidInput("images: too many")
-    with pytest.raises(InvalidInput) as caught:
-        RecordingService(fail_in="pre", error=error).inference({})
-    assert caught.value is error
+def test_a_nested_step_failure_passes_through_unchanged():
+    inner = StepFailed("Inner._preprocess raised KeyError: x", "_preprocess", "Inner")
+    with pytest.raises(StepFailed) as caught:
+        RecordingService(fail_in="pre", error=inner).inference({})
+    assert caught.value is inner
 
 
 def test_key_error_message_has_no_extra_quotes():
-    with pytest.raises(InferenceFailed, match=r"KeyError: no 'images' field$"):
+    with pytest.raises(StepFailed, match=r"KeyError: no 'images' field$"):
         RecordingService(fail_in="pre", error=KeyError("no 'images' field")).inference({})
+
+
+def runtime_sources():
+    return sorted(RUNTIME_DIR.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: p.name)
+def test_the_runtime_imports_nothing_from_the_sdk(path):
+    tree = ast.parse(path.read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and not node.level]
+    assert [name for name in imported if name.split(".")[0] == "modelarts_mnist"] == []
+
+
+BUILTIN_GENERICS = {"list", "dict", "tuple", "set", "frozenset", "type"}
+
+
+def evaluated_annotations(tree):
+    """Annotations Python evaluates when the module runs: signatures, and module/class-level variables."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            arguments += [a for a in (node.args.vararg, node.args.kwarg) if a]
+            yield from (a.annotation for a in arguments if a.annotation)
+            if node.returns:
+                yield node.returns
+        elif isinstance(node, (ast.Module, ast.ClassDef)):
+            yield from (n.annotation for n in node.body if isinstance(n, ast.AnnAssign))
+
+
+def newer_than_36(annotation):
+    """PEP 585 (list[int]) and PEP 604 (int | None) spellings, which 3.6-3.9 cannot evaluate."""
+    for node in ast.walk(annotation):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in BUILTIN_GENERICS:
+            return True
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: p.name)
+def test_the_runtime_is_python_36_code(path):
+    source = path.read_text()
+    tree = ast.parse(source, feature_version=(3, 6))  # walrus, f"{x=}", positional-only: SyntaxError
+    futures = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "__future__"
+               for a in n.names]
+    assert "annotations" not in futures
+    assert [ast.unparse(a) for a in evaluated_annotations(tree) if newer_than_36(a)] == []
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "dataclasses" not in modules  # Python 3.7+
+    assert ".default_rng(" not in source  # numpy 1.17+

@@ -1,12 +1,15 @@
-"""TfServingBaseService: signature choice, named-array inference, describe_signature."""
+"""TfServingBaseService: signature choice, named-array inference, describe_signature, both loaders."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from fixtures.tf1_saved_model import tf1_expected_scores
+from model_service.errors import SignatureError, StepFailed
+from model_service.saved_model import LOADER_ENV, SessionModel, saved_model_loader
 from model_service.tfserving_model_service import TfServingBaseService, fits, pick_signature
 
-from modelarts_mnist.errors import InferenceFailed, PackageError
+from modelarts_mnist.loader import inference_failed
 
 
 class Scaler(tf.Module):
@@ -25,9 +28,17 @@ def saved_model(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def service(saved_model):
-    return TfServingBaseService("mnist", str(saved_model))
+def load_with(loader, model_dir):
+    """TfServingBaseService on model_dir, loaded by the "v1" (Session) or "v2" (eager) loader."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LOADER_ENV, loader)
+        return TfServingBaseService("mnist", str(model_dir))
+
+
+@pytest.fixture(scope="module", params=["v2", "v1"])
+def service(request, saved_model):
+    """The TF 2 SavedModel served through each loader: every test below runs on both."""
+    return load_with(request.param, saved_model)
 
 
 def test_loads_the_single_signature(service, saved_model):
@@ -63,10 +74,10 @@ def test_pipeline_runs_through_inference(service):
     ({"images": [["a"] * 784]}, 400, "cannot convert to float32"),
 ], ids=["wrong-key", "wrong-width", "no-batch", "not-numbers"])
 def test_bad_feeds_are_client_errors(service, data, status, text):
-    with pytest.raises(InferenceFailed) as caught:
+    with pytest.raises(StepFailed) as caught:
         service.inference(data)
-    assert caught.value.http_status == status
-    assert text in caught.value.message
+    assert caught.value.step == "_inference" and text in str(caught.value)
+    assert inference_failed(caught.value).http_status == status
 
 
 def test_describe_signature(service):
@@ -92,7 +103,7 @@ def test_pick_signature(names, chosen):
 
 
 def test_pick_signature_refuses_ambiguity():
-    with pytest.raises(PackageError, match=r"/m: SavedModel has signatures \['a', 'b'\]"):
+    with pytest.raises(SignatureError, match=r"/m: SavedModel has signatures \['a', 'b'\]"):
         pick_signature({"a": 1, "b": 2}, "/m")
 
 
@@ -117,3 +128,61 @@ SHAPES = [(), (3,), (0, 784), (2, 784), (2, 5), (784,), (1, 28, 28), (1, 28, 27)
 def test_fits_agrees_with_tensorshape(dims):
     spec = tf.TensorShape(dims)
     assert [fits(shape, dims) for shape in SHAPES] == [spec.is_compatible_with(shape) for shape in SHAPES]
+
+
+@pytest.mark.parametrize("setting, version, loader", [
+    ("", "2.21.0", "v2"),
+    ("v1", "2.1.0", "v1"),
+    (" V1 ", "2.21.0", "v1"),
+    ("v2", "2.1.0", "v2"),
+    ("", "1.13.2", "v1"),
+    ("v2", "1.13.2", "v1"),
+], ids=["default-tf2", "v1-tf2", "spelling", "v2-tf21", "default-tf1", "tf1-forces-v1"])
+def test_loader_choice(monkeypatch, setting, version, loader):
+    monkeypatch.setenv(LOADER_ENV, setting)
+    assert saved_model_loader(version) == loader
+
+
+def test_an_unknown_loader_is_refused(monkeypatch):
+    monkeypatch.setenv(LOADER_ENV, "tfserving")
+    with pytest.raises(ValueError, match=f"{LOADER_ENV}='tfserving': expected one of v1, v2"):
+        saved_model_loader("2.21.0")
+
+
+def test_each_loader_gives_its_backend(service):
+    session = isinstance(service.model, SessionModel)
+    assert service.signature.eager is not session
+    assert (service.lite_path is None) if session else (service.lite_path is not None)
+
+
+@pytest.fixture(scope="module", params=["v2", "v1"])
+def tf1_service(request, tf1_saved_model):
+    """The TF 1-style SavedModel (VariableV2, builder-saved) served through each loader."""
+    return load_with(request.param, tf1_saved_model)
+
+
+def test_tf1_saved_model_scores_match_on_both_loaders(tf1_service):
+    images = np.random.RandomState(3).uniform(0, 255, (5, 784)).astype(np.float32)
+    scores = np.asarray(tf1_service.inference({"images": images})["scores"])
+    np.testing.assert_allclose(scores, tf1_expected_scores(images), atol=1e-5)
+
+
+def test_both_loaders_describe_the_tf1_signature_alike(tf1_service):
+    assert tf1_service.describe_signature() == {
+        "name": "predict_images",
+        "inputs": {"images": {"dtype": "float32", "shape": [None, 784]}},
+        "outputs": {"scores": {"dtype": "float32", "shape": [None, 10]}},
+    }
+
+
+def test_an_ambiguous_saved_model_fails_to_load(tmp_path):
+    class Two(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def double(self, x):
+            return {"y": x * 2}
+
+    module = Two()
+    concrete = module.double.get_concrete_function()
+    tf.saved_model.save(module, str(tmp_path), signatures={"a": concrete, "b": concrete})
+    with pytest.raises(SignatureError, match=r"SavedModel has signatures \[.*'a'.*\]"):
+        load_with("v1", tmp_path)

@@ -3,17 +3,16 @@
 Calling a SavedModel signature costs 0.4-1 ms of TensorFlow overhead per call, whatever the batch;
 the same graph converted to TFLite runs a 28x28 digit in ~0.15 ms. The converted model is used only
 after it gave the signature's outputs to within TOLERANCE on reference inputs; otherwise the
-service keeps calling the signature. Set MODELARTS_MNIST_LITE=0 to turn it off.
+service keeps calling the signature. Set MODELARTS_MNIST_LITE=0 to turn it off. Only the eager
+(TF 2 loader) signature can take it; the v1 Session path, and TensorFlow 1.x, never do.
 """
-from __future__ import annotations
-
 import fcntl
 import hashlib
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +22,7 @@ TOLERANCE = 1e-5  # largest absolute difference allowed between the two paths' o
 REFERENCE_BATCHES = (1, 7, 64)
 SWITCH_ENV = "MODELARTS_MNIST_LITE"
 CACHE_ENV = "MODELARTS_MNIST_CACHE"  # shared with the OBS mirror; converted models go in its lite/
+FLOAT_TYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 class LitePath:
@@ -35,9 +35,9 @@ class LitePath:
     def __init__(self, flatbuffer: bytes, input_name: str, output_name: str):
         self.flatbuffer = flatbuffer
         self.input_name, self.output_name = input_name, output_name
-        self._idle: list[Runner] = []
+        self._idle = []  # type: List[Runner]
 
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """{output: array} for {input: array}, like the signature (the output is a copy)."""
         try:
             runner = self._idle.pop()  # atomic under the GIL: no lock needed
@@ -56,7 +56,7 @@ class Runner:
         self.interpreter = interpreter
         self.entry = interpreter.get_input_details()[0]["index"]
         self.exit = interpreter.get_output_details()[0]["index"]
-        self.shape: tuple[int, ...] | None = None
+        self.shape = None  # type: Optional[Tuple[int, ...]]
 
     def run(self, array: np.ndarray) -> np.ndarray:
         """The output for one input array; reallocates only when the batch size changes."""
@@ -78,20 +78,19 @@ def new_interpreter(flatbuffer: bytes) -> Any:
         return tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
 
 
-def build_lite_path(model: Any, predict_fn: Callable, input_specs: dict, output_specs: dict, *,
-                    converter: Callable[[Any, Callable], bytes] | None = None,
-                    model_path: str | None = None) -> LitePath | None:
-    """A checked LitePath for the signature, or None (then the signature itself is used)."""
+def build_lite_path(signature: Any, *, converter: Optional[Callable[[Any, Callable], bytes]] = None,
+                    model_path: Optional[str] = None) -> Optional[LitePath]:
+    """A checked LitePath for an EagerSignature, or None (then the signature itself is used)."""
     if os.environ.get(SWITCH_ENV, "1") == "0":
         return None
-    reason = unsupported(input_specs, output_specs)
+    reason = unsupported(signature.inputs, signature.outputs)
     if reason:
         logger.info("TFLite path not used: %s", reason)
         return None
     try:
-        flatbuffer = cached_conversion(model_path, lambda: (converter or convert)(model, predict_fn))
-        lite = LitePath(flatbuffer, next(iter(input_specs)), next(iter(output_specs)))
-        difference = largest_difference(lite, predict_fn, input_specs)
+        flatbuffer = cached_conversion(model_path, lambda: (converter or convert)(signature.model, signature.function))
+        lite = LitePath(flatbuffer, next(iter(signature.inputs)), next(iter(signature.outputs)))
+        difference = largest_difference(lite, signature)
     except Exception as exc:  # converter and interpreter raise many types; the signature still works
         logger.info("TFLite path not used: conversion failed: %s", exc)
         return None
@@ -102,12 +101,12 @@ def build_lite_path(model: Any, predict_fn: Callable, input_specs: dict, output_
     return lite
 
 
-def unsupported(input_specs: dict, output_specs: dict) -> str:
-    """Why the signature cannot take the lite path ('' when it can)."""
-    if len(input_specs) != 1 or len(output_specs) != 1:
+def unsupported(inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> str:
+    """Why a signature (TensorInfo per input and output) cannot take the lite path ('' when it can)."""
+    if len(inputs) != 1 or len(outputs) != 1:
         return "signature has several inputs or outputs"
-    spec = next(iter(input_specs.values()))
-    if not spec.dtype.is_floating or spec.shape.rank is None or None in spec.shape.as_list()[1:]:
+    info = next(iter(inputs.values()))
+    if info.dtype not in FLOAT_TYPES or info.shape is None or None in info.shape[1:]:
         return "input is not a float tensor of fixed shape after the batch axis"
     return ""
 
@@ -120,7 +119,7 @@ def convert(model: Any, predict_fn: Callable) -> bytes:
     return converter.convert()
 
 
-def cached_conversion(model_path: str | None, make: Callable[[], bytes]) -> bytes:
+def cached_conversion(model_path: Optional[str], make: Callable[[], bytes]) -> bytes:
     """make() once per SavedModel content: later loads (and sibling workers, which wait) read the file.
 
     The cache only saves the ~1 s conversion; every load still checks the result against the signature.
@@ -142,7 +141,7 @@ def cached_conversion(model_path: str | None, make: Callable[[], bytes]) -> byte
         return flatbuffer
 
 
-def saved_model_key(model_path: Path) -> str | None:
+def saved_model_key(model_path: Path) -> Optional[str]:
     """A digest of the SavedModel's graph and variables and the TF version; None if it is not on disk."""
     import tensorflow as tf
 
@@ -150,23 +149,21 @@ def saved_model_key(model_path: Path) -> str | None:
     if not graph.is_file():
         return None
     digest = hashlib.sha256(tf.__version__.encode())
-    for path in [graph, *sorted((model_path / "variables").glob("*"))]:
+    for path in [graph] + sorted((model_path / "variables").glob("*")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:32]
 
 
-def largest_difference(lite: LitePath, predict_fn: Callable, input_specs: dict) -> float:
+def largest_difference(lite: LitePath, signature: Any) -> float:
     """Max |lite - signature| over reference batches: zeros, 0-1 and 0-255 uniform noise."""
-    (name, spec), = input_specs.items()
-    rng = np.random.default_rng(0)
+    (name, info), = signature.inputs.items()
+    rng = np.random.RandomState(0)  # numpy 1.16 has no default_rng
     worst = 0.0
     for batch in REFERENCE_BATCHES:
-        shape = [batch, *spec.shape.as_list()[1:]]
-        dtype = spec.dtype.as_numpy_dtype
         for scale in (0.0, 1.0, 255.0):
-            feed = (rng.random(shape) * scale).astype(dtype)
-            expected = next(iter(predict_fn(**{name: feed}).values())).numpy()
+            feed = (rng.random_sample([batch] + info.shape[1:]) * scale).astype(info.numpy_dtype)
+            expected = next(iter(signature({name: feed}).values()))
             got = next(iter(lite({name: feed}).values()))
             difference = float(np.max(np.abs(expected.astype(np.float64) - got)))
             if np.isnan(difference):  # max() would silently skip a NaN

@@ -1,16 +1,13 @@
 """ModelArts' service base classes: the _preprocess -> _inference -> _postprocess template."""
-from __future__ import annotations
-
 import logging
 import time
 from typing import Any
 
-from modelarts_mnist.errors import InferenceFailed, MnistSdkError
+from .errors import StepFailed
 
 logger = logging.getLogger(__name__)
 
-# ModelArts answers 400 when user code raises these (bad request data), 500 for anything else.
-CLIENT_ERRORS = (KeyError, TypeError)
+STEPS = ("_preprocess", "_inference", "_postprocess")
 
 
 class BaseService:
@@ -35,8 +32,12 @@ class SingleNodeService(BaseService):
     """Runs _preprocess, _inference and _postprocess in turn, logging each step's time."""
 
     def inference(self, data: Any) -> Any:
-        """Run the three hooks on one request's data and return the answer."""
-        for step in ("_preprocess", "_inference", "_postprocess"):
+        """Run the three hooks on one request's data and return the answer.
+
+        Raises:
+            StepFailed: a hook raised; the hook's exception is its __cause__.
+        """
+        for step in STEPS:
             data = self._run_step(step, data)
         return data
 
@@ -44,12 +45,12 @@ class SingleNodeService(BaseService):
         start = time.perf_counter()
         try:
             result = getattr(self, step)(data)
-        except MnistSdkError:
-            raise
+        except StepFailed:
+            raise  # a nested service already said which step failed
         except Exception as exc:
-            status = 400 if isinstance(exc, CLIENT_ERRORS) else 500
-            message = f"{type(self).__name__}.{step} raised {type(exc).__name__}: {describe(exc)}"
-            raise InferenceFailed(message, http_status=status) from exc
+            name = type(self).__name__
+            message = "{}.{} raised {}: {}".format(name, step, type(exc).__name__, describe(exc))
+            raise StepFailed(message, step, name) from exc
         logger.info("%s time: %.3f ms", step.lstrip("_"), (time.perf_counter() - start) * 1e3)
         return result
 
