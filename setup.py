@@ -12,7 +12,7 @@ setup(
                            exclude=["modelarts_mnist.runtime*"]) + ["model_service"],
     # ModelArts code imports `model_service` as a top-level package; ship our shim under that name.
     package_dir={"model_service": "modelarts_mnist/runtime/model_service"},
-    package_data={"modelarts_mnist": ["server/static/*", "server/templates/*"]},
+    package_data={"modelarts_mnist": ["server/static/*", "server/templates/*", "data/op_registry/*.json.gz"]},
     # The user artifacts, so an installed SDK can package and train without the source tree.
     data_files=[
         ("share/modelarts-mnist", ["config.json"]),
