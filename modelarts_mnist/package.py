@@ -9,10 +9,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .artifacts import CONFIG_JSON, INFERENCE_CODE, artifact_path
 from .errors import MnistSdkError, PackageError
+from .deployment import check_on_engine, engine_for
 from .package_rules import Problem, check_config, check_request_fields
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def check_package(model_dir: str | Path, *, smoke: bool = True) -> list[Problem]:
-    """Every problem found in a model folder: files, config.json, imports, service class, smoke run."""
+def check_package(model_dir: str | Path, *, smoke: bool = True, runtime: str | None = None,
+                  live: bool | None = None, echo: Callable[[str], None] | None = None) -> list[Problem]:
+    """Every problem found in a model folder: files, config.json, imports, service class, smoke run, engine.
+
+    Args:
+        runtime: the ModelArts engine to check against (default: the one config.json declares, when known).
+        live: also load and query the package inside that engine's environment (default: when installed).
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return [Problem(str(model_dir), "not a folder")]
@@ -76,13 +83,19 @@ def check_package(model_dir: str | Path, *, smoke: bool = True) -> list[Problem]
     config = read_config(model_dir, problems)
     if config is not None:
         problems += check_config(config)
+    config = config if isinstance(config, dict) else {}
     inputs = read_signature_inputs(model_dir, problems)
-    if isinstance(config, dict) and inputs:
+    if inputs:
         problems += check_request_fields(config, inputs)
-    problems += check_imports(model_dir, config if isinstance(config, dict) else {})
+    problems += check_imports(model_dir, config)
     service_ok = check_service_class(model_dir, problems)
+    answers: dict[str, Any] = {}
     if smoke and service_ok and not problems:
-        problems += smoke_test(model_dir)
+        problems += smoke_test(model_dir, config, answers)
+    engine = engine_for(config, runtime)
+    if engine is not None and not problems:  # a package ModelArts refuses anyway is not run on the engine
+        problems += check_on_engine(model_dir, config, engine, live=live if smoke else False,
+                                    local_answers=answers, echo=echo)
     return problems
 
 
@@ -114,6 +127,7 @@ def read_signature_inputs(model_dir: Path, problems: list[Problem]) -> list[str]
     path = model_dir / "saved_model.pb"
     if not path.is_file():
         return []
+    from model_service.errors import SignatureError
     from model_service.tfserving_model_service import pick_signature
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -122,8 +136,8 @@ def read_signature_inputs(model_dir: Path, problems: list[Problem]) -> list[str]
         saved.ParseFromString(path.read_bytes())
         signatures = saved.meta_graphs[0].signature_def
         return sorted(signatures[pick_signature(signatures, str(model_dir))].inputs)
-    except PackageError as exc:
-        problems.append(Problem("saved_model.pb", exc.message.split(": ", 1)[1]))
+    except SignatureError as exc:
+        problems.append(Problem("saved_model.pb", str(exc).split(": ", 1)[1]))
     except Exception as exc:  # a damaged protobuf can fail in many ways; all mean the same
         problems.append(Problem("saved_model.pb", f"not a readable SavedModel ({type(exc).__name__}: {exc})"))
     return []
@@ -188,28 +202,27 @@ def check_service_class(model_dir: Path, problems: list[Problem]) -> bool:
     return True
 
 
-def smoke_test(model_dir: Path) -> list[Problem]:
-    """Build the service and predict one generated digit, checking the answer's shape."""
+def smoke_test(model_dir: Path, config: dict[str, Any], answers: dict[str, Any]) -> list[Problem]:
+    """Build the service and send each smoke request config.json's schema calls for; answers kept in `answers`."""
+    from model_service.errors import StepFailed
+
     from .loader import load_service
+    from .smoke import json_problem, smoke_requests
 
     try:
-        answer = load_service(model_dir).inference({"images": {"smoke.png": io.BytesIO(smoke_digit_png())}})
+        service = load_service(model_dir)
     except MnistSdkError as exc:
-        return [Problem("customize_service.py", f"smoke prediction failed: {exc.message}")]
-    label = answer.get("predicted_label") if isinstance(answer, dict) else None
-    if label not in [str(d) for d in range(10)]:
-        return [Problem("customize_service.py", f"smoke prediction gave no digit label: {answer!r:.200}")]
-    return []
-
-
-def smoke_digit_png() -> bytes:
-    """A 28x28 PNG of a white 'one' on black."""
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[4:24, 12:16] = 255
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
+        return [Problem("customize_service.py", f"the service does not load: {exc.message}")]
+    problems = []
+    for request in smoke_requests(config):
+        try:
+            answer = service.inference(request.make())
+        except (MnistSdkError, StepFailed) as exc:  # StepFailed: user code raised (the runtime says where)
+            problems.append(Problem("customize_service.py", f"smoke request ({request.name}) failed: {exc}"))
+            continue
+        reason = json_problem(answer)
+        if reason:
+            problems.append(Problem("customize_service.py", f"smoke request ({request.name}): {reason}"))
+        else:
+            answers[request.name] = answer
+    return problems

@@ -49,6 +49,12 @@ class Runtime:
     uses: str              # "training", "inference" or "training, inference"
     aliases: tuple[str, ...] = ()
     note: str = ""
+    build_python: str = ""  # the Python used here when PyPI has no TensorFlow wheel for ModelArts' one
+
+    @property
+    def local_python(self) -> str:
+        """The Python version the environment here is built with."""
+        return self.build_python or self.python
 
     @property
     def tf_major(self) -> int:
@@ -72,12 +78,13 @@ RUNTIMES = (
             aliases=("tf1.13-python3.7-gpu", "tf1.13-python3.7-gpu-async", "tf1.13-python3.7-aiflow-gpu"),
             note="TF 1.x sessions"),
     Runtime("tensorflow_2.6.0-cuda_11.2-py_3.7-ubuntu_18.04-x86_64", "3.7", "2.6.5",
-            ("tensorflow-cpu==2.6.5", "keras==2.6.0", "numpy==1.19.5", "protobuf==3.20.3"), "inference",
+            ("tensorflow-cpu==2.6.5", "keras==2.6.0", "numpy==1.19.5", "protobuf==3.19.6"), "inference",
             aliases=("tf2.6-python3.7",),
             note="2.6.5 is the 2.6 bug-fix release with CPU wheels"),
     Runtime("tensorflow_1.15.5-cuda_11.4-py_3.8-ubuntu_20.04-x86_64", "3.8", "1.15.5",
-            ("tensorflow-cpu==1.15.5", "numpy==1.18.5", "protobuf==3.20.3"), "inference",
-            aliases=("tf1.15-python3.8",), note="TF 1.x sessions on Python 3.8"),
+            ("tensorflow==1.15.5", "numpy==1.18.5", "protobuf==3.20.3"), "inference",
+            aliases=("tf1.15-python3.8",), build_python="3.7",
+            note="PyPI has TF 1.15.5 for Python 3.6/3.7 only: built on 3.7 here; syntax is checked for 3.8"),
 )
 
 
@@ -176,7 +183,7 @@ def install(runtime: Runtime, *, python: str | os.PathLike | None = None,
     done = installed(runtime)
     if done is None:
         with build_lock(runtime.name):
-            done = installed(runtime) or build(runtime, find_interpreter(runtime.python, python), echo)
+            done = installed(runtime) or build(runtime, find_interpreter(runtime.local_python, python), echo)
     refresh_shim(done)
     return done
 
@@ -200,9 +207,9 @@ def build(runtime: Runtime, interpreter: str, echo: Callable[[str], None] | None
     sweep_partials(target)
     say = echo or logger.info
     wanted = list(requirements if requirements is not None else runtime.packages)
-    steps = [(f"creating a Python {runtime.python} virtual environment",
+    steps = [(f"creating a Python {runtime.local_python} virtual environment",
               lambda: run_step([interpreter, "-m", "venv", str(partial)], []))]
-    if version_tuple(runtime.python) < (3, 7):  # its stock pip 18 does not skip releases needing a newer Python
+    if version_tuple(runtime.local_python) < (3, 7):  # its stock pip 18 does not skip releases needing a newer Python
         steps.append((f"installing {PIP_FOR_OLD_PYTHON}",
                       lambda: run_step(pip(partial, "install", "--upgrade", PIP_FOR_OLD_PYTHON), [])))
     if wanted:

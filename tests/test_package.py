@@ -138,16 +138,25 @@ def test_each_broken_copy_gives_exactly_its_problem(tiny_package, tmp_path, case
 
 
 @pytest.mark.parametrize("breaker, text", [
-    (edit_code('return answers[0] if len(answers) == 1 else answers', 'return {"label": 1}'),
-     "smoke prediction gave no digit label"),
+    (edit_code('return answers[0] if len(answers) == 1 else answers', 'return {"label": np.int64(1)}'),
+     "the answer is not JSON-encodable (Object of type int64 is not JSON serializable)"),
     (edit_code("named = list(iter_images(data))", "named = list(iter_images({}))"),
-     "smoke prediction failed: MnistService._preprocess raised KeyError"),
-], ids=["wrong-answer", "raises"])
-def test_smoke_prediction_problems(tiny_package, tmp_path, breaker, text):
+     "failed: MnistService._preprocess raised KeyError"),
+], ids=["numpy-int64-answer", "raises"])
+def test_smoke_request_problems_one_per_declared_request_kind(tiny_package, tmp_path, breaker, text):
     model_dir = shutil.copytree(tiny_package, tmp_path / "model")
     breaker(model_dir)
-    [problem] = check_package(model_dir)
-    assert problem.location == "customize_service.py" and text in problem.message
+    problems = check_package(model_dir, live=False)
+    assert [p.location for p in problems] == ["customize_service.py"] * 2
+    assert "(multipart/form-data with digit.png)" in problems[0].message
+    assert "(multipart/form-data with photo.jpg)" in problems[1].message
+    assert all(text in p.message for p in problems)
+
+
+def test_any_json_answer_is_accepted(tiny_package, tmp_path):
+    model_dir = shutil.copytree(tiny_package, tmp_path / "model")
+    edit_code('return answers[0] if len(answers) == 1 else answers', 'return {"mnist_result": 7}')(model_dir)
+    assert check_package(model_dir, live=False) == []
 
 
 def test_image_model_needs_image_fields():

@@ -29,7 +29,7 @@ def tiny_runtime(*packages: str) -> Runtime:
     ("tf1.13-python3.6-gpu", ("3.6", "1.13.2")),
     ("tf1.13-python3.7-cpu", ("3.7", "1.13.2")),
     ("tensorflow_2.6.0-cuda_11.2-py_3.7-ubuntu_18.04-x86_64", ("3.7", "2.6.5")),
-    ("tensorflow_1.15.5-cuda_11.4-py_3.8-ubuntu_20.04-x86_64", ("3.8", "1.15.5")),
+    ("tensorflow_1.15.5-cuda_11.4-py_3.8-ubuntu_20.04-x86_64", ("3.8", "1.15.5")),  # built on 3.7: see the note
 ], ids=["tf2.1", "tf2.1-alias", "gpu-maps-to-cpu", "tf1.13-py37", "tf2.6", "tf1.15"])
 def test_find_runtime_by_name_or_alias(name, expected):
     runtime = find_runtime(name)

@@ -26,12 +26,23 @@ def package(version_dir: Path) -> None:
 @click.command()
 @click.argument("model_dir", type=FolderOrUrl(exists=False))
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
-              help="Also load the model and predict one generated digit.")
-def check(model_dir: Path, smoke: bool) -> None:
-    """Check MODEL_DIR (a folder or an obs:// URL) as ModelArts' import would; exit 1 when any problem is found."""
+              help="Also load the model and send it the requests config.json declares.")
+@click.option("--runtime", "runtime_name", metavar="NAME",
+              help="The ModelArts engine to check against (default: config.json's runtime; see `runtime list`).")
+@click.option("--live/--no-live", default=None,
+              help="Also run the package inside that engine's environment  [default: when it is installed]")
+def check(model_dir: Path, smoke: bool, runtime_name: str | None, live: bool | None) -> None:
+    """Check MODEL_DIR (a folder or an obs:// URL) as ModelArts' import and deployment would; exit 1 on any problem.
+
+    With an engine (config.json's `runtime`, or --runtime), also: every op and attr of the SavedModel
+    against that TensorFlow, the code's syntax against that Python, the declared dependencies
+    against what installs there, and (live) the package loaded and queried inside the engine's
+    environment, its answers compared with the local ones.
+    """
     from ..package import check_package
 
-    problems = check_package(model_dir, smoke=smoke)
+    problems = check_package(model_dir, smoke=smoke, runtime=runtime_name, live=live,
+                             echo=lambda line: click.echo(line, err=True))
     for problem in problems:
         click.echo(str(problem))
     if problems:
@@ -70,8 +81,10 @@ def predict(images: tuple[Path, ...], url: str | None, model_dir: Path | None, t
 
 def in_process(model_dir: Path):
     """A function answering one image file with the package's service loaded here."""
+    from model_service.errors import StepFailed
+
     from ..errors import MnistSdkError
-    from ..loader import load_service
+    from ..loader import inference_failed, load_service
 
     service = load_service(model_dir)
 
@@ -79,8 +92,9 @@ def in_process(model_dir: Path):
         try:
             with path.open("rb") as image:
                 return service.inference({"images": {path.name: image}})
-        except MnistSdkError as exc:
-            raise click.ClickException(f"{exc.message} (HTTP {exc.http_status} on a service)") from exc
+        except (MnistSdkError, StepFailed) as exc:  # StepFailed: user code raised; answered as a service would
+            failure = exc if isinstance(exc, MnistSdkError) else inference_failed(exc)
+            raise click.ClickException(f"{failure.message} (HTTP {failure.http_status} on a service)") from exc
     return ask
 
 
