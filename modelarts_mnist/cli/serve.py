@@ -21,15 +21,25 @@ TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
               help="One threaded process instead of gunicorn: slower, but answers /health 503 while loading.")
 @click.option("--auth-token", envvar=TOKEN_ENV, default=None, show_envvar=True,
               help="Require this X-Auth-Token on POST requests (prefer the environment variable).")
+@click.option("--runtime", "runtime_name", metavar="NAME",
+              help="Run the model side inside this ModelArts engine's environment (see `runtime list`); "
+                   "same HTTP API. Default: this process's TensorFlow, the fast path.")
 def serve(model_dir: Path, host: str, port: int, workers: int | None, threaded: bool,
-          auth_token: str | None) -> None:
+          auth_token: str | None, runtime_name: str | None) -> None:
     """Serve MODEL_DIR (a folder or an obs:// URL) as an online service: POST / predicts, GET /health, page at /ui/."""
     if threaded and workers:
         raise click.UsageError("--threaded and --workers exclude each other")
     from ..server.app import ServeConfig
     from ..server.runner import default_workers, run
 
-    config = ServeConfig(model_dir=model_dir, auth_token=auth_token or None)
+    engine_python = None
+    if runtime_name:
+        from ..runtimes import package_environment
+
+        environment = package_environment(runtime_name, model_dir, echo=lambda line: click.echo(line, err=True))
+        runtime_name, engine_python = environment.runtime.name, environment.python
+    config = ServeConfig(model_dir=model_dir, auth_token=auth_token or None, runtime=runtime_name,
+                         engine_python=engine_python)
     run(config, host=host, port=port, workers=None if threaded else workers or default_workers(),
         on_listening=lambda url: announce(url, model_dir, bool(auth_token)))
 

@@ -10,7 +10,8 @@ from typing import Any, Callable
 from flask import Flask, Request, Response, redirect, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from ..errors import InferenceFailed, MnistSdkError, ModelNotReady, PayloadTooLarge, Unauthorized
+from ..errors import MnistSdkError, ModelNotReady, PayloadTooLarge, Unauthorized
+from ..loader import inference_failed
 from .errors import TOO_LARGE, register_error_handlers
 from .info import describe_model
 from .loading import WARMUP_KEY, ModelSlot, import_tensorflow, limit_tf_threads, warm_up
@@ -32,6 +33,8 @@ class ServeConfig:
     load_in_background: bool = True  # False: create_app returns only once the model is warm
     tf_threads: int | None = None  # TensorFlow intra/inter-op pool size; None keeps TF's default
     ready_gate: Callable[[], bool] | None = None  # also required for /health 200 (gunicorn: all workers warm)
+    runtime: str | None = None  # the ModelArts engine whose environment runs the model side (None: this process)
+    engine_python: Path | None = None  # that environment's interpreter, dependencies included
 
 
 def create_app(service: Any = None, config: ServeConfig | None = None, *,
@@ -94,14 +97,13 @@ def add_routes(app: Flask, slot: ModelSlot, ready_gate: Callable[[], bool] | Non
 
 
 def run_inference(service: Any, data: dict[str, Any]) -> Any:
-    """service.inference(data); a raw exception becomes InferenceFailed (400 Key/TypeError, else 500)."""
+    """service.inference(data); a runtime StepFailed or raw exception becomes InferenceFailed (400/500)."""
     try:
         return service.inference(data)
     except MnistSdkError:
         raise
     except Exception as exc:  # user code (or an injected fake) raising: ModelArts' MR.0105 rule
-        status = 400 if isinstance(exc, (KeyError, TypeError)) else 500
-        raise InferenceFailed(f"{type(exc).__name__}: {exc}", http_status=status) from exc
+        raise inference_failed(exc) from exc
 
 
 def check_length(req: Request, limit: int) -> None:
@@ -135,8 +137,23 @@ def wants_html(req: Request) -> bool:
 def describe_service(config: ServeConfig, slot: ModelSlot) -> dict[str, Any]:
     """What /ui/model.json shows: the package's description, or just the name for injected services."""
     if config.model_dir is None:
-        return {"model_name": config.model_name, "ready": slot.ready}
-    return {**describe_model(config.model_dir, slot.service if slot.ready else None), "ready": slot.ready}
+        return {"model_name": config.model_name, "ready": slot.ready, "engine": describe_engine(config, None)}
+    service = slot.service if slot.ready else None
+    return {**describe_model(config.model_dir, service), "ready": slot.ready,
+            "engine": describe_engine(config, service)}
+
+
+def describe_engine(config: ServeConfig, service: Any) -> dict[str, Any]:
+    """Which engine answers: a ModelArts runtime's environment, or this process (with their versions)."""
+    import platform
+    import sys
+
+    versions = getattr(service, "versions", None)
+    if config.runtime:
+        return {"runtime": config.runtime, **(versions if isinstance(versions, dict) else {})}
+    tf = sys.modules.get("tensorflow")
+    return {"runtime": "local", "python": platform.python_version(),
+            "tensorflow": getattr(tf, "__version__", None)}
 
 
 def start_loading(app: Flask, slot: ModelSlot, config: ServeConfig,
@@ -155,6 +172,10 @@ def load_package(config: ServeConfig) -> Any:
     """The service of the package in config.model_dir, with TensorFlow's pools sized first."""
     if config.model_dir is None:
         raise ValueError("ServeConfig.model_dir is required when no service is given")
+    if config.engine_python is not None:  # the model side runs in the engine's interpreter; no TF here
+        from ..remote import RemoteService
+
+        return RemoteService(config.engine_python, config.model_dir, config.model_name)
     if config.tf_threads:
         limit_tf_threads(config.tf_threads)
     import_tensorflow(config.model_dir)

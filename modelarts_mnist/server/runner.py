@@ -128,8 +128,9 @@ def run_gunicorn(config: ServeConfig, host: str, port: int, workers: int,
     """
     from .gunicorn_app import GunicornService
 
-    find_service_class(config.model_dir)  # a missing or broken service file: one clear error, before forking
-    preload_tensorflow(config)
+    if config.engine_python is None:  # else the engine's interpreter loads the code, and this one needs no TF
+        find_service_class(config.model_dir)  # a missing or broken service file: one clear error, before forking
+        preload_tensorflow(config)
     with reserve_port(host, port) as holder:
         address = f"{bracketed(host)}:{holder.getsockname()[1]}"
         options = {

@@ -254,12 +254,14 @@
     const version = info.version || "unversioned folder";
     const parts = [`Serving ${info.model_name || "model"} ${version}${info.ready === false ? " (still loading)" : ""}`];
     if (info.signature && info.signature.name) parts.push(`signature ${info.signature.name}`);
+    if (info.engine) parts.push(`answered by ${describeEngine(info.engine)}`);
     if (info.metrics && typeof info.metrics.accuracy === "number") parts.push(`accuracy ${percent(info.metrics.accuracy)}`);
     $("model-summary").textContent = parts.join(" · ");
     const rows = [
       ["Model", info.model_name], ["Version", version], ["Folder", info.model_dir],
       ["Type", [info.model_type, info.model_algorithm].filter(Boolean).join(", ")],
-      ["Runtime", info.runtime], ["Signature", describeSignature(info.signature)],
+      ["Runtime", info.runtime], ["Answered by", describeEngine(info.engine)],
+      ["Signature", describeSignature(info.signature)],
       ["Metrics", describeMetrics(info.metrics)], ["config.json", info.config_problem],
     ];
     const list = $("model");
@@ -272,6 +274,14 @@
       dd.textContent = value;
       list.append(dt, dd);
     }
+  }
+
+  function describeEngine(engine) {
+    if (!engine) return "";
+    const where = engine.runtime === "local" ? "this process (local TensorFlow)" : `engine ${engine.runtime}`;
+    const versions = [["Python", engine.python], ["TensorFlow", engine.tensorflow]]
+      .filter(([, v]) => v).map(([n, v]) => `${n} ${v}`).join(", ");
+    return versions ? `${where}: ${versions}` : where;
   }
 
   function describeSignature(signature) {
