@@ -1,5 +1,7 @@
-"""Install the modelarts_mnist SDK, the top-level model_service runtime shim and the CLI."""
+"""Install the modelarts_mnist SDK, the top-level runtime shim (model_service, log, metric) and the CLI."""
 from setuptools import find_packages, setup
+
+RUNTIME_PACKAGES = ("model_service", "log", "metric")  # the runtime ModelArts' image provides to user code
 
 setup(
     name="modelarts-mnist",
@@ -9,9 +11,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["modelarts_mnist", "modelarts_mnist.*"],
-                           exclude=["modelarts_mnist.runtime*"]) + ["model_service"],
-    # ModelArts code imports `model_service` as a top-level package; ship our shim under that name.
-    package_dir={"model_service": "modelarts_mnist/runtime/model_service"},
+                           exclude=["modelarts_mnist.runtime*"]) + list(RUNTIME_PACKAGES),
+    # ModelArts code imports `model_service`, `log` and `metric` as top-level packages; ship ours so.
+    package_dir={name: f"modelarts_mnist/runtime/{name}" for name in RUNTIME_PACKAGES},
     package_data={"modelarts_mnist": ["server/static/*", "server/templates/*", "data/op_registry/*.json.gz"]},
     # The user artifacts, so an installed SDK can package and train without the source tree.
     data_files=[

@@ -20,10 +20,13 @@ SERVICE_FILE = discovery.SERVICE_FILE
 CLIENT_ERRORS = (KeyError, TypeError)  # user code raising these answers 400 on ModelArts
 
 
-def load_service(model_dir: str | Path, model_name: str = "mnist") -> BaseService:
-    """The one instance of the single leaf BaseService subclass in <model_dir>/customize_service.py."""
+def load_service(model_dir: str | Path, model_name: str = "mnist", wait_for_loading: float = 0.0) -> BaseService:
+    """The one instance of the single leaf BaseService subclass in <model_dir>/customize_service.py.
+
+    wait_for_loading: seconds to wait for threads its constructor left running (see discovery.load_service).
+    """
     try:
-        return discovery.load_service(str(model_dir), model_name)
+        return discovery.load_service(str(model_dir), model_name, wait_for_loading)
     except ServiceLoadError as exc:
         raise package_error(exc) from exc
 

@@ -6,15 +6,17 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 from .artifacts import CONFIG_JSON, INFERENCE_CODE, artifact_path
 from .errors import MnistSdkError, PackageError
 from .deployment import check_on_engine, engine_for
-from .package_rules import Problem, check_config, check_request_fields
+from .package_rules import Problem, check_config
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +25,16 @@ __all__ = ["Problem", "build_package", "check_package"]
 METRIC_NAMES = ("f1", "accuracy", "precision", "recall")
 REQUIRED_FILES = ("saved_model.pb", "variables/variables.index", "config.json", "customize_service.py")
 # What a ModelArts TensorFlow image provides to inference code, besides the standard library.
-PROVIDED_MODULES = {"numpy", "PIL", "tensorflow", "model_service", "moxing"}
-IMPORT_NAMES = {"pillow": "PIL", "opencv-python": "cv2", "scikit-learn": "sklearn", "pyyaml": "yaml"}
+PROVIDED_MODULES = {"numpy", "PIL", "tensorflow", "model_service", "log", "metric", "moxing"}
+# Import names of distributions whose name differs, for those not installed here (keys: pip-normalized).
+IMPORT_NAMES = {
+    "pillow": ("PIL",), "scikit-image": ("skimage",), "scikit-learn": ("sklearn",), "pyyaml": ("yaml",),
+    "opencv-python": ("cv2",), "opencv-python-headless": ("cv2",), "opencv-contrib-python": ("cv2",),
+    "opencv-contrib-python-headless": ("cv2",), "beautifulsoup4": ("bs4",), "python-dateutil": ("dateutil",),
+    "protobuf": ("google",), "tensorflow-cpu": ("tensorflow",), "tensorflow-gpu": ("tensorflow",),
+    "attrs": ("attr", "attrs"), "pyjwt": ("jwt",), "msgpack-python": ("msgpack",), "python-magic": ("magic",),
+    "pycryptodome": ("Crypto",),
+}
 
 
 def build_package(version_dir: str | Path) -> Path:
@@ -84,9 +94,8 @@ def check_package(model_dir: str | Path, *, smoke: bool = True, runtime: str | N
     if config is not None:
         problems += check_config(config)
     config = config if isinstance(config, dict) else {}
-    inputs = read_signature_inputs(model_dir, problems)
-    if inputs:
-        problems += check_request_fields(config, inputs)
+    # ModelArts does not compare request field names with the inputs: _preprocess may map any field to any tensor.
+    read_signature_inputs(model_dir, problems)
     problems += check_imports(model_dir, config)
     service_ok = check_service_class(model_dir, problems)
     answers: dict[str, Any] = {}
@@ -173,18 +182,63 @@ def imported_names(node: ast.AST) -> list[str]:
 
 
 def local_modules(model_dir: Path) -> set[str]:
-    """Helper modules and packages shipped beside customize_service.py."""
-    return {p.stem for p in model_dir.glob("*.py")} | {p.parent.name for p in model_dir.glob("*/__init__.py")}
+    """Helper modules and packages shipped beside customize_service.py.
+
+    Any folder counts: without __init__.py it is a namespace package, importable all the same.
+    """
+    modules = {p.name.split(".")[0] for p in model_dir.iterdir() if p.is_file() and p.suffix in (".py", ".so")}
+    return modules | {p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isidentifier()}
 
 
 def declared_modules(config: dict[str, Any]) -> set[str]:
     """Import names of the pip packages config.json declares."""
-    names = set()
+    names: set[str] = set()
     for dependency in config.get("dependencies") or []:
         for package in (dependency.get("packages") or []) if isinstance(dependency, dict) else []:
             name = str(package.get("package_name", "")) if isinstance(package, dict) else ""
-            names.add(IMPORT_NAMES.get(name.lower(), name.replace("-", "_")))
+            if name:
+                names |= distribution_modules(name)
     return names
+
+
+def normalize(name: str) -> str:
+    """A distribution name as pip compares it (PEP 503: case-insensitive, runs of - _ . alike)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def distribution_modules(name: str) -> set[str]:
+    """Top-level modules distribution `name` provides: its installed metadata, else the table, else its name."""
+    installed = installed_top_level(name)
+    if installed:
+        return installed
+    key = normalize(name)
+    if key in IMPORT_NAMES:
+        return set(IMPORT_NAMES[key])
+    guess = re.sub(r"[-.]+", "_", name)
+    return {guess, guess.lower()}
+
+
+def installed_top_level(name: str) -> set[str]:
+    """Top-level import names from the installed distribution's top_level.txt or RECORD (empty if absent)."""
+    try:
+        distribution = metadata.distribution(name)  # normalizes the name as pip does
+    except (metadata.PackageNotFoundError, ValueError):
+        return set()
+    text = distribution.read_text("top_level.txt")
+    if text:
+        return {line.strip() for line in text.splitlines() if line.strip()}
+    return {top for top in (record_top_level(str(f)) for f in distribution.files or []) if top}
+
+
+def record_top_level(path: str) -> str | None:
+    """The module a RECORD entry belongs to ('skimage/io/x.py' -> 'skimage'), None for metadata and scripts."""
+    first = path.split("/")[0]
+    if first.endswith((".dist-info", ".egg-info", ".data", ".pth")) or first in ("..", "__pycache__"):
+        return None
+    if "/" not in path and not first.endswith((".py", ".so", ".pyd")):
+        return None
+    name = first.split(".")[0]
+    return name if name.isidentifier() else None
 
 
 def check_service_class(model_dir: Path, problems: list[Problem]) -> bool:
@@ -203,14 +257,19 @@ def check_service_class(model_dir: Path, problems: list[Problem]) -> bool:
 
 
 def smoke_test(model_dir: Path, config: dict[str, Any], answers: dict[str, Any]) -> list[Problem]:
-    """Build the service and send each smoke request config.json's schema calls for; answers kept in `answers`."""
+    """Build the service and send each smoke request config.json's schema calls for; answers kept in `answers`.
+
+    A service that loads its model in a thread started by __init__ is smoke-tested once that thread
+    ends (at most LOADING_WAIT seconds), not raced: ModelArts' users send requests after deployment.
+    """
+    from model_service.discovery import LOADING_WAIT
     from model_service.errors import StepFailed
 
     from .loader import load_service
     from .smoke import json_problem, smoke_requests
 
     try:
-        service = load_service(model_dir)
+        service = load_service(model_dir, wait_for_loading=LOADING_WAIT)
     except MnistSdkError as exc:
         return [Problem("customize_service.py", f"the service does not load: {exc.message}")]
     problems = []

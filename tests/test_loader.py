@@ -6,6 +6,7 @@ only maps its errors to PackageError.
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 from model_service import discovery
@@ -64,7 +65,7 @@ def test_two_folders_load_independent_classes(tmp_path):
 
 
 @pytest.mark.parametrize("body, text", [
-    ("X = 1\n", r"derived from a model_service base class \(found none\)"),
+    ("X = 1\n", r"derived from ModelService. \(found none\)"),
     ("class A(SingleNodeService): pass\nclass B(SingleNodeService): pass\n", r"\(found A, B\)"),
     ("class A(SingleNodeService)\n    pass\n", r"customize_service.py:2: cannot import: SyntaxError"),
     ("\nimport modelarts_mnist_missing\n", r"customize_service.py:3: cannot import: ModuleNotFoundError"),
@@ -80,6 +81,80 @@ def test_runtime_base_classes_alone_do_not_count(tmp_path):
     folder = write_service(tmp_path, "", header=header)
     with pytest.raises(PackageError, match="found none"):
         find_service_class(folder)
+
+
+TF_HEADER = HEADER + "from model_service.tfserving_model_service import TfServingBaseService\n"
+
+
+def tensorflow_model(folder):
+    """Mark the folder as a TensorFlow model, as config.json's model_type does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "TensorFlow"}')
+    return folder
+
+
+def test_a_tensorflow_model_refuses_a_single_node_service(tmp_path):
+    folder = write_service(tensorflow_model(tmp_path), "class Echo(SingleNodeService):\n    pass\n")
+    with pytest.raises(PackageError, match=r"There should be one user defined service derived from ModelService\. "
+                                           r"\(found none; Echo does not derive from TfServingBaseService"):
+        find_service_class(folder)
+
+
+def test_a_tensorflow_model_picks_the_tf_serving_leaf_beside_other_classes(tmp_path):
+    folder = write_service(tensorflow_model(tmp_path), """
+        class Helper(SingleNodeService):
+            pass
+        class Base(TfServingBaseService):
+            pass
+        class Digits(Base):
+            pass
+    """, header=TF_HEADER)
+    assert find_service_class(folder).__name__ == "Digits"
+
+
+def test_a_tensorflow_model_refuses_two_tf_serving_leaves(tmp_path):
+    folder = write_service(tensorflow_model(tmp_path), """
+        class A(TfServingBaseService):
+            pass
+        class B(TfServingBaseService):
+            pass
+    """, header=TF_HEADER)
+    with pytest.raises(PackageError, match=r"\(found A, B\)$"):
+        find_service_class(folder)
+
+
+def test_other_model_types_accept_any_model_service_leaf(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "Image"}')
+    folder = write_service(tmp_path, "class Echo(SingleNodeService):\n    pass\n")
+    assert find_service_class(folder).__name__ == "Echo"
+
+
+BACKGROUND = """
+    import threading
+    import time
+    class Slow(SingleNodeService):
+        def __init__(self, model_name, model_path):
+            super().__init__(model_name, model_path)
+            self.ready = False
+            threading.Thread(target=self.load, name="loader").start()
+        def load(self):
+            time.sleep(SECONDS)
+            self.ready = True
+"""
+
+
+def test_a_background_load_is_waited_for_when_asked(tmp_path):
+    folder = write_service(tmp_path, BACKGROUND.replace("SECONDS", "0.3"))
+    assert load_service(folder).ready is False  # the default: no wait, as serving on ModelArts
+    assert load_service(folder, wait_for_loading=5).ready is True
+
+
+def test_the_wait_for_a_background_load_is_bounded(tmp_path, caplog):
+    folder = write_service(tmp_path, BACKGROUND.replace("SECONDS", "1.5"))
+    started = time.monotonic()
+    assert load_service(folder, wait_for_loading=0.2).ready is False
+    assert time.monotonic() - started < 1.0
+    assert "thread 'loader' still runs after 0 s" in caplog.text
 
 
 def test_constructor_failure_is_a_package_error(tmp_path):

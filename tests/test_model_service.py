@@ -8,11 +8,13 @@ from pathlib import Path
 import model_service
 import pytest
 from model_service.errors import StepFailed
-from model_service.model_service import BaseService, SingleNodeService
+from metric.metrics_manager import MetricsManager
+from model_service.model_service import BaseService, ModelService, SingleNodeService
 
 from modelarts_mnist.loader import inference_failed
 
 RUNTIME_DIR = Path(model_service.__file__).parent
+RUNTIME_PACKAGES = ("model_service", "log", "metric")  # everything copied into an engine's environment
 
 
 class RecordingService(SingleNodeService):
@@ -58,12 +60,31 @@ def test_default_hooks_are_identity():
     assert SingleNodeService("m", "/p").inference(data) is data
 
 
-def test_step_times_are_logged(caplog):
+def test_base_service_is_the_root_model_service():
+    assert BaseService is ModelService
+    assert issubclass(SingleNodeService, ModelService)
+
+
+def test_step_times_are_logged_in_the_platform_wording(caplog):
     with caplog.at_level(logging.INFO, logger="model_service.model_service"):
         RecordingService().inference({})
-    logged = " ".join(r.getMessage() for r in caplog.records)
-    for step in ("preprocess time", "inference time", "postprocess time"):
-        assert step in logged
+    logged = [r.getMessage() for r in caplog.records]
+    for step in ("preprocess time: ", "infer time: ", "postprocess time: ", "latency: "):
+        assert [line for line in logged if line.startswith(step) and line.endswith("ms")], step
+
+
+def test_each_request_updates_the_models_latency_metrics():
+    MetricsManager.metrics.clear()
+    service = RecordingService()
+    service.inference({})
+    service.inference({})
+    names = {f"fake_{n}" for n in ("LatencyPreprocess", "LatencyInference", "LatencyPostprocess", "LatencyOverall")}
+    assert set(MetricsManager.metrics) == names
+    assert all(MetricsManager.metrics[n].count == 2 for n in names)
+    overall = MetricsManager.metrics["fake_LatencyOverall"].value
+    parts = sum(MetricsManager.metrics[f"fake_{n}"].value for n in ("LatencyPreprocess", "LatencyInference",
+                                                                    "LatencyPostprocess"))
+    assert overall == pytest.approx(parts)
 
 
 @pytest.mark.parametrize("error", [KeyError("images"), TypeError("not an image"), ValueError("boom")],
@@ -106,10 +127,10 @@ def test_key_error_message_has_no_extra_quotes():
 
 
 def runtime_sources():
-    return sorted(RUNTIME_DIR.glob("*.py"))
+    return sorted(p for name in RUNTIME_PACKAGES for p in (RUNTIME_DIR.parent / name).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_the_runtime_imports_nothing_from_the_sdk(path):
     tree = ast.parse(path.read_text())
     imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
@@ -143,7 +164,7 @@ def newer_than_36(annotation):
     return False
 
 
-@pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_the_runtime_is_python_36_code(path):
     source = path.read_text()
     tree = ast.parse(source, feature_version=(3, 6))  # walrus, f"{x=}", positional-only: SyntaxError

@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
+from modelarts_mnist import package
 from modelarts_mnist.errors import PackageError
-from modelarts_mnist.package import build_package, check_package
+from modelarts_mnist.package import build_package, check_imports, check_package, distribution_modules
 from modelarts_mnist.package_rules import check_config
 
 
@@ -106,8 +107,6 @@ BROKEN = {
                     "config.json $.apis[0].request.data.properties.images.type", "'image' is not one of"),
     "schema-required": (edit_config(lambda c: api(c)["response"]["data"].update(required="scores")),
                         "config.json $.apis[0].response.data.required", "array of field names"),
-    "request-field": (edit_config(lambda c: api(c)["request"]["data"].update(properties={"image": {"type": "file"}})),
-                      "config.json $.apis[0].request.data.properties", "signature input(s) ['images']"),
     "installer": (edit_config(lambda c: c["dependencies"][0].update(installer="conda")),
                   "config.json $.dependencies[0].installer", 'only "pip"'),
     "no-packages": (edit_config(lambda c: c["dependencies"][0].pop("packages")),
@@ -183,3 +182,58 @@ def test_a_misspelled_nested_schema_is_still_checked():
               "apis": [{"response": {"data": {"type": "array", "item": {"type": "text"}}}}]}
     [problem] = check_config(config)
     assert problem.location == "config.json $.apis[0].response.data.item.type"
+
+
+# --- what ModelArts' import does not refuse ------------------------------------------------------
+
+def test_request_field_names_are_not_compared_with_signature_inputs(tiny_package, tmp_path):
+    model_dir = shutil.copytree(tiny_package, tmp_path / "model")
+    edit_config(lambda c: api(c)["request"]["data"].update(properties={"csv_file": {"type": "file"}}))(model_dir)
+    assert check_package(model_dir, smoke=False) == []
+
+
+def test_a_list_type_in_a_response_schema_is_accepted(tiny_package, tmp_path):
+    model_dir = shutil.copytree(tiny_package, tmp_path / "model")
+    edit_config(lambda c: api(c)["response"]["data"]["properties"]["scores"].update(type="list"))(model_dir)
+    assert check_package(model_dir, smoke=False) == []
+
+
+def service_importing(tmp_path, imports, packages=()):
+    """A folder whose customize_service.py imports `imports`, its config.json declaring `packages`."""
+    (tmp_path / "customize_service.py").write_text("".join(f"import {name}\n" for name in imports))
+    declared = [{"package_name": name, "package_version": "", "restraint": ""} for name in packages]
+    return tmp_path, {"dependencies": [{"installer": "pip", "packages": declared}]}
+
+
+def test_runtime_modules_are_importable(tmp_path):
+    folder, config = service_importing(tmp_path, ["log", "metric.metrics_manager", "model_service.log", "moxing"])
+    assert check_imports(folder, config) == []
+
+
+def test_an_undeclared_third_party_import_is_a_problem(tmp_path):
+    folder, config = service_importing(tmp_path, ["skimage"])
+    [problem] = check_imports(folder, config)
+    assert problem.location == "customize_service.py:1" and "imports 'skimage'" in problem.message
+
+
+@pytest.mark.parametrize("declared, module", [
+    ("scikit-image", "skimage"), ("Scikit_Image", "skimage"), ("opencv-python", "cv2"),
+    ("OpenCV-Python-Headless", "cv2"), ("pillow", "PIL"), ("scikit.learn", "sklearn"), ("lightgbm", "lightgbm"),
+], ids=str)
+def test_a_declared_distribution_allows_its_import_name_from_the_table(tmp_path, monkeypatch, declared, module):
+    monkeypatch.setattr(package, "installed_top_level", lambda name: set())  # as if none were installed here
+    folder, config = service_importing(tmp_path, [module], [declared])
+    assert check_imports(folder, config) == []
+
+
+def test_an_installed_distribution_names_its_modules_from_its_metadata():
+    assert distribution_modules("pyyaml") >= {"yaml"}  # top_level.txt
+    assert distribution_modules("Flask") == {"flask"}
+    assert "PIL" in distribution_modules("PILLOW")
+
+
+def test_a_sibling_folder_without_init_is_importable(tmp_path):
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "lenet.py").write_text("")
+    folder, config = service_importing(tmp_path, ["nets.lenet"])
+    assert check_imports(folder, config) == []

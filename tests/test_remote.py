@@ -229,7 +229,7 @@ def test_closing_stops_the_worker(echo_dir):
 
 
 @pytest.mark.parametrize("source, text", [
-    ("X = 1\n", r"customize_service.py: there should be one user defined service .*\(found none\)"),
+    ("X = 1\n", r"customize_service.py: There should be one user defined service .*\(found none\)"),
     ("from model_service.model_service import SingleNodeService\n\nclass A(SingleNodeService)\n",
      r"customize_service.py:3: cannot import: SyntaxError"),
     ("from model_service.model_service import SingleNodeService\n\nclass A(SingleNodeService):\n"

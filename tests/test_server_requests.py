@@ -25,11 +25,11 @@ def test_multipart_file_becomes_filename_to_bytesio():
     assert data["images"]["7.png"].read() == b"PNGDATA"
 
 
-def test_several_files_in_one_field_keep_order_and_duplicate_names():
-    files = [(io.BytesIO(b"a"), "blob"), (io.BytesIO(b"b"), "blob"), (io.BytesIO(b"c"), "3.png")]
+def test_several_files_in_one_field_keep_order_and_a_duplicate_name_overwrites():
+    files = [(io.BytesIO(b"a"), "blob"), (io.BytesIO(b"b"), "2.png"), (io.BytesIO(b"c"), "blob")]
     data = parse_request(make_request(data={"images": files}))
-    assert list(data["images"]) == ["blob", "blob (2)", "3.png"]
-    assert [f.read() for f in data["images"].values()] == [b"a", b"b", b"c"]
+    assert list(data["images"]) == ["blob", "2.png"]
+    assert [f.read() for f in data["images"].values()] == [b"c", b"b"]  # the last "blob" wins
 
 
 def test_text_fields_and_query_parameters_are_merged():
@@ -37,6 +37,18 @@ def test_text_fields_and_query_parameters_are_merged():
                                       data={"images": (io.BytesIO(b"x"), "1.png"), "note": "hi"}))
     assert data["top"] == "3" and data["note"] == "hi"
     assert list(data["images"]) == ["1.png"]
+
+
+@pytest.mark.parametrize("size", [10, 2_000_000], ids=["fast-parser", "werkzeug"])
+def test_a_query_parameter_overrides_the_form_field_of_its_name(size):
+    data = parse_request(make_request(query_string={"top": "5"},
+                                      data={"images": (io.BytesIO(b"x" * size), "1.png"), "top": "3"}))
+    assert data["top"] == "5" and list(data["images"]) == ["1.png"]
+
+
+def test_a_json_list_body_is_passed_through():
+    body = json.dumps([{"images": "aGVsbG8="}, [1, 2]]).encode()
+    assert parse_request(make_request(data=body, content_type="application/json")) == [{"images": "aGVsbG8="}, [1, 2]]
 
 
 def test_large_file_spooled_to_disk_is_read_into_bytesio():
@@ -62,7 +74,7 @@ BAD_BODIES = [
     (b"{not json", "application/json", "not valid JSON"),
     (b"", "application/json", "not valid JSON"),
     (b"\xff\xfe\xfa", "application/json", "not valid JSON"),
-    (b"[1, 2]", "application/json", "must be an object"),
+    (b"7", "application/json", "must be an object or a list"),
     (b"hello", "text/plain", "JSON or a form"),
     (b"", None, "JSON or a form"),
     (b"\x89PNG\r\n", "image/png", "JSON or a form"),
@@ -74,7 +86,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("body, content_type, message", BAD_BODIES,
-                         ids=["invalid-json", "empty-json", "undecodable-json", "json-list", "text",
+                         ids=["invalid-json", "empty-json", "undecodable-json", "json-number", "text",
                               "empty-no-type", "raw-png", "truncated-multipart", "no-boundary",
                               "empty-multipart"])
 def test_bad_bodies_raise_invalid_input_naming_the_problem(body, content_type, message):

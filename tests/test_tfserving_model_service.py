@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from fixtures.tf1_saved_model import tf1_expected_scores
-from model_service.errors import SignatureError, StepFailed
+from model_service.errors import ServingInputError, SignatureError, StepFailed
 from model_service.saved_model import LOADER_ENV, SessionModel, saved_model_loader
 from model_service.tfserving_model_service import TfServingBaseService, fits, pick_signature
 
@@ -57,9 +57,9 @@ def test_inference_takes_named_arrays_and_returns_nested_lists(service):
     assert max(range(10), key=scores[1].__getitem__) == 3
 
 
-def test_inference_casts_other_dtypes(service):
-    answer = service._inference({"images": np.zeros((1, 784), np.uint8)})
-    assert len(answer["scores"]) == 1
+def test_python_lists_take_the_inputs_dtype_as_make_tensor_proto_does(service):
+    answer = service._inference({"images": [[0.0] * 784, [1] * 784]})
+    assert len(answer["scores"]) == 2
 
 
 def test_pipeline_runs_through_inference(service):
@@ -67,17 +67,30 @@ def test_pipeline_runs_through_inference(service):
     assert np.asarray(answer["scores"]).shape == (3, 10)
 
 
-@pytest.mark.parametrize("data, status, text", [
-    ({"pixels": np.zeros((1, 784))}, 400, "model input 'images' missing"),
-    ({"images": np.zeros((1, 785))}, 400, "expects [None, 784]"),
-    ({"images": np.zeros(784)}, 400, "has shape [784]"),
-    ({"images": [["a"] * 784]}, 400, "cannot convert to float32"),
-], ids=["wrong-key", "wrong-width", "no-batch", "not-numbers"])
-def test_bad_feeds_are_client_errors(service, data, status, text):
+FLOAT32 = np.zeros((1, 784), np.float32)
+
+
+@pytest.mark.parametrize("data, text", [
+    ({"pixels": FLOAT32}, "input tensor alias not found in signature 'predict_images': pixels; "
+                          "inputs expected to be in the set ['images']"),
+    ({"images": FLOAT32, "extra": FLOAT32}, "not found in signature 'predict_images': extra"),
+    ({}, "model input 'images' missing from _preprocess output (got [])"),
+    ({"images": np.zeros((1, 784))}, "model input 'images' is float64, the signature expects float32"),
+    ({"images": np.zeros((1, 784), np.uint8)}, "model input 'images' is uint8, the signature expects float32"),
+    ({"images": np.float64(1.0)}, "model input 'images' is float64"),
+    ({"images": np.zeros((1, 785), np.float32)}, "expects [None, 784]"),
+    ({"images": np.zeros(784, np.float32)}, "has shape [784]"),
+    ({"images": [["a"] * 784]}, "cannot convert to float32"),
+    ([FLOAT32], "_preprocess returned list, not a dict"),
+], ids=["wrong-key", "extra-key", "missing", "float64", "uint8", "numpy-scalar", "wrong-width", "no-batch",
+        "not-numbers", "not-a-dict"])
+def test_tf_serving_refusals_are_500s_never_casts(service, data, text):
     with pytest.raises(StepFailed) as caught:
         service.inference(data)
     assert caught.value.step == "_inference" and text in str(caught.value)
-    assert inference_failed(caught.value).http_status == status
+    assert isinstance(caught.value.__cause__, ServingInputError)
+    failed = inference_failed(caught.value)
+    assert failed.http_status == 500 and failed.to_dict()["erno"] == "MR.0105"
 
 
 def test_describe_signature(service):

@@ -17,11 +17,11 @@ CHUNK = 64 * 1024
 FAST_PATH_BYTES = 1024 * 1024  # bodies up to this size are split in memory; larger ones stream via werkzeug
 
 
-def parse_request(request: Request) -> dict[str, Any]:
+def parse_request(request: Request) -> dict[str, Any] | list[Any]:
     """The ModelArts data shape of a POST: a form as {field: {filename: BytesIO} | str}, or parsed JSON.
 
     Raises:
-        InvalidInput: (MR.0101, 400) the body is neither a JSON object nor a form with fields.
+        InvalidInput: (MR.0101, 400) the body is neither a JSON object or list nor a form with fields.
     """
     mimetype = request.mimetype
     try:
@@ -35,19 +35,19 @@ def parse_request(request: Request) -> dict[str, Any]:
                        f"got Content-Type {mimetype or 'none'!r}")
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
-    """Parse a JSON body, which must be an object (the shape user code indexes by field)."""
+def parse_json(body: bytes) -> dict[str, Any] | list[Any]:
+    """Parse a JSON body: an object, or a list, which the platform's runtime passes through as it is."""
     try:
         data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidInput(f"JSON body must be an object, got {type(data).__name__}")
+    if not isinstance(data, (dict, list)):
+        raise InvalidInput(f"JSON body must be an object or a list, got {type(data).__name__}")
     return data
 
 
 def parse_form(request: Request) -> dict[str, Any]:
-    """Files as {field: {filename: BytesIO}}, then text fields and query parameters (files win)."""
+    """Text fields, files as {field: {filename: BytesIO}}, then query parameters (which win)."""
     parts = split_small_multipart(request)
     if parts is not None:
         texts = [(part.name, part.content.decode("utf-8", "replace")) for part in parts if part.filename is None]
@@ -75,19 +75,23 @@ def split_small_multipart(request: Request) -> list[Part] | None:
 
 def assemble_form(args: list[tuple[str, str]], texts: list[tuple[str, str]],
                   files: list[tuple[str, str, io.BytesIO]]) -> dict[str, Any]:
-    """Query parameters, then text fields (the first of each name), then files grouped by field."""
+    """Text fields (the first of each name), files grouped by field, then query parameters over them.
+
+    As the platform's runtime: a file whose name the field already holds replaces it (last wins),
+    and a query parameter replaces a form field of the same name.
+    """
     data: dict[str, Any] = {}
-    for field, value in args:
-        data[field] = value
-    first: dict[str, str] = {}
     for field, value in texts:  # a repeated text field keeps its first value, as werkzeug's form does
-        first.setdefault(field, value)
-    data.update(first)
+        data.setdefault(field, value)
     for field, filename, content in files:
         group = data.get(field)
         if not isinstance(group, dict):
             group = data[field] = {}
-        group[unique_name(group, filename)] = content
+        group[filename] = content  # a plain assignment, as there: the first's place, the last's content
+    first: dict[str, str] = {}
+    for field, value in args:  # a repeated parameter keeps its first value, as werkzeug's args do
+        first.setdefault(field, value)
+    data.update(first)
     return data
 
 
@@ -98,15 +102,6 @@ def read_upload(upload: FileStorage) -> io.BytesIO:
         stream.seek(0)
         return stream
     return io.BytesIO(stream.read())
-
-
-def unique_name(files: dict[str, Any], filename: str) -> str:
-    """filename, or `filename (2)`... when the field already holds one of that name (e.g. `blob`)."""
-    name, n = filename, 1
-    while name in files:
-        n += 1
-        name = f"{filename} ({n})"
-    return name
 
 
 def buffer_unsized_body(environ: dict[str, Any], limit: int) -> None:

@@ -61,7 +61,7 @@ def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
 
 def preview_images(data: dict[str, Any], preprocess: Callable[[dict], dict]) -> list[dict[str, Any]]:
     """Run preprocess on a request's ModelArts data shape; describe each resulting model input."""
-    files = data.get(FIELD)
+    files = data.get(FIELD) if isinstance(data, dict) else None  # a JSON list body has no fields
     if not isinstance(files, dict) or not files:
         raise InvalidInput(f"preview: no file in the multipart field '{FIELD}'")
     try:

@@ -1,16 +1,27 @@
-"""ModelArts' service base classes: the _preprocess -> _inference -> _postprocess template."""
+"""ModelArts' service base classes: the _preprocess -> _inference -> _postprocess template.
+
+    ModelService                 the root (real code names it; BaseService is its old name here)
+    └── SingleNodeService        runs the three steps, logs and records their times
+        └── TfServingBaseService (tfserving_model_service.py)
+"""
 import logging
 import time
-from typing import Any
+from typing import Any, Dict
+
+from metric.metrics_manager import MetricsManager
 
 from .errors import StepFailed
 
 logger = logging.getLogger(__name__)
 
 STEPS = ("_preprocess", "_inference", "_postprocess")
+# Each step's log wording and latency metric, as the platform's runtime names them.
+STEP_LOG = {"_preprocess": "preprocess time", "_inference": "infer time", "_postprocess": "postprocess time"}
+STEP_METRIC = {"_preprocess": "LatencyPreprocess", "_inference": "LatencyInference",
+               "_postprocess": "LatencyPostprocess"}
 
 
-class BaseService:
+class ModelService:
     """A model service built once as cls(model_name, model_path) by the runtime."""
 
     def __init__(self, model_name: str, model_path: str):
@@ -28,8 +39,11 @@ class BaseService:
         """Kept for compatibility with the platform runtime, which does nothing here."""
 
 
-class SingleNodeService(BaseService):
-    """Runs _preprocess, _inference and _postprocess in turn, logging each step's time."""
+BaseService = ModelService  # the name this runtime used first; existing code keeps working
+
+
+class SingleNodeService(ModelService):
+    """Runs _preprocess, _inference and _postprocess in turn, logging and recording each step's time."""
 
     def inference(self, data: Any) -> Any:
         """Run the three hooks on one request's data and return the answer.
@@ -37,12 +51,17 @@ class SingleNodeService(BaseService):
         Raises:
             StepFailed: a hook raised; the hook's exception is its __cause__.
         """
+        times = {}  # type: Dict[str, float]
         for step in STEPS:
+            start = time.perf_counter()
             data = self._run_step(step, data)
+            times[step] = (time.perf_counter() - start) * 1e3
+            logger.info("%s: %.3fms", STEP_LOG[step], times[step])
+        logger.info("latency: %.3fms", sum(times.values()))
+        record_latencies(getattr(self, "model_name", None), times)
         return data
 
     def _run_step(self, step: str, data: Any) -> Any:
-        start = time.perf_counter()
         try:
             result = getattr(self, step)(data)
         except StepFailed:
@@ -51,7 +70,6 @@ class SingleNodeService(BaseService):
             name = type(self).__name__
             message = "{}.{} raised {}: {}".format(name, step, type(exc).__name__, describe(exc))
             raise StepFailed(message, step, name) from exc
-        logger.info("%s time: %.3f ms", step.lstrip("_"), (time.perf_counter() - start) * 1e3)
         return result
 
     def _preprocess(self, data: Any) -> Any:
@@ -62,6 +80,17 @@ class SingleNodeService(BaseService):
 
     def _postprocess(self, data: Any) -> Any:
         return data
+
+
+def record_latencies(model_name: Any, times: Dict[str, float]) -> None:
+    """Update the model's MetricsManager latencies (ms), registering them on first use."""
+    if not isinstance(model_name, str):
+        return  # a service that never set model_name has no metrics to key them by
+    if model_name + "_LatencyOverall" not in MetricsManager.metrics:
+        MetricsManager.register_model(model_name)
+    for step, milliseconds in times.items():
+        MetricsManager.metrics[model_name + "_" + STEP_METRIC[step]].update(milliseconds)
+    MetricsManager.metrics[model_name + "_LatencyOverall"].update(sum(times.values()))
 
 
 def describe(exc: BaseException) -> str:

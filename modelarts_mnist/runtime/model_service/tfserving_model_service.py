@@ -3,6 +3,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .errors import ServingInputError
 from .lite_path import build_lite_path
 from .model_service import SingleNodeService
 from .saved_model import DEFAULT_SIGNATURE, TensorInfo, load_saved_model, pick_signature, serving_signature
@@ -27,22 +28,38 @@ class TfServingBaseService(SingleNodeService):
         return load_saved_model(str(self.model_path))
 
     def _inference(self, data: Dict[str, Any]) -> Dict[str, list]:
-        feeds = {name: self._feed(name, data) for name in self.signature.inputs}
+        """Every key of data fed as-is to the signature, as the platform sends it to TF Serving.
+
+        Raises:
+            ServingInputError: a key is not a signature input, an input is missing, or a value has
+                another dtype (numpy arrays are never cast) or shape; ModelArts answers these 500.
+        """
+        self._check_keys(data)
+        feeds = {name: self._feed(name, data[name]) for name in self.signature.inputs}
         outputs = self.lite_path(feeds) if self.lite_path else self.signature(feeds)
         return {name: np.asarray(value).tolist() for name, value in outputs.items()}
 
-    def _feed(self, name: str, data: Dict[str, Any]) -> np.ndarray:
-        """One input as an array of the signature's dtype and shape (TypeError/KeyError -> 400)."""
-        if not isinstance(data, dict) or name not in data:
-            got = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise KeyError("model input {!r} missing from _preprocess output (got {})".format(name, got))
+    def _check_keys(self, data: Any) -> None:
+        """The keys of data are exactly the signature's inputs (TF Serving refuses others)."""
+        expected = sorted(self.signature.inputs)
+        if not isinstance(data, dict):
+            raise ServingInputError("_preprocess returned {}, not a dict of the signature's inputs {}".format(
+                type(data).__name__, expected))
+        unknown = sorted(str(key) for key in data if key not in self.signature.inputs)
+        if unknown:
+            raise ServingInputError("input tensor alias not found in signature {!r}: {}; inputs expected to be "
+                                    "in the set {}".format(self.signature_name, ", ".join(unknown), expected))
+        missing = [name for name in expected if name not in data]
+        if missing:
+            raise ServingInputError("model input {} missing from _preprocess output (got {})".format(
+                ", ".join(repr(name) for name in missing), sorted(data)))
+
+    def _feed(self, name: str, value: Any) -> np.ndarray:
+        """One input as TF Serving takes it: an array of exactly the signature's dtype, of a fitting shape."""
         info = self.signature.inputs[name]
-        try:
-            array = np.asarray(data[name], dtype=info.numpy_dtype)
-        except (TypeError, ValueError) as exc:
-            raise TypeError("model input {!r}: cannot convert to {}: {}".format(name, info.dtype, exc)) from exc
+        array = as_tensor(name, value, info)
         if not fits(array.shape, info.shape):
-            raise TypeError("model input {!r} has shape {}, signature {!r} expects {}".format(
+            raise ServingInputError("model input {!r} has shape {}, signature {!r} expects {}".format(
                 name, list(array.shape), self.signature_name, info.shape))
         return array
 
@@ -51,6 +68,31 @@ class TfServingBaseService(SingleNodeService):
         return {"name": self.signature_name,
                 "inputs": {n: describe_info(i) for n, i in self.signature.inputs.items()},
                 "outputs": {n: describe_info(i) for n, i in self.signature.outputs.items()}}
+
+
+def as_tensor(name: str, value: Any, info: TensorInfo) -> np.ndarray:
+    """value as the input's array: numpy values must have its dtype; Python lists and scalars take it.
+
+    This mirrors the platform, which turns each value into a TensorProto with tf.make_tensor_proto:
+    an ndarray keeps its own dtype (float64 stays float64, and TF Serving refuses it for float32),
+    while a Python list of floats becomes float32.
+    """
+    if isinstance(value, (np.ndarray, np.generic)):
+        if not same_dtype(value.dtype, info):
+            raise ServingInputError("model input {!r} is {}, the signature expects {} (TF Serving does not "
+                                    "cast: convert it in _preprocess)".format(name, value.dtype.name, info.dtype))
+        return np.asarray(value)
+    try:
+        return np.asarray(value, dtype=info.numpy_dtype)
+    except (TypeError, ValueError) as exc:
+        raise ServingInputError("model input {!r}: cannot convert to {}: {}".format(name, info.dtype, exc)) from exc
+
+
+def same_dtype(dtype: np.dtype, info: TensorInfo) -> bool:
+    """Whether an array of dtype feeds the input as it is (any bytes/str/object array feeds a string)."""
+    if info.dtype == "string":
+        return dtype.kind in "SUO"
+    return dtype == np.dtype(info.numpy_dtype)
 
 
 def fits(shape: Sequence[int], dims: Optional[List[Optional[int]]]) -> bool:

@@ -1,6 +1,6 @@
 """The model side of a package, run in an engine's own interpreter (stdlib and numpy besides user code).
 
-    python -m model_service.worker --model-dir D --model-name N --fd K [--log-level INFO]
+    python -m model_service.worker --model-dir D --model-name N --fd K [--loading-wait S] [--log-level INFO]
 
 Loads D's service as ModelArts does, then answers framed requests (see wire.py) on the inherited
 socket K until it closes. The first frame it writes is the load's answer. Requests and answers:
@@ -28,7 +28,7 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional
 
 from . import wire
-from .discovery import load_service
+from .discovery import LOADING_WAIT, load_service
 from .errors import StepFailed
 from .model_service import describe
 
@@ -44,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, args.fd)  # 3.6 cannot detect the family
     try:
-        service = load(sock, args.model_dir, args.model_name)
+        service = load(sock, args.model_dir, args.model_name, args.loading_wait)
         if service is not None:
             serve(sock, service, args.model_dir)
     finally:
@@ -57,6 +57,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--model-dir", required=True, help="the model package folder")
     parser.add_argument("--model-name", default="mnist", help="the name the service is built with")
     parser.add_argument("--fd", type=int, required=True, help="file descriptor of the connected socket")
+    parser.add_argument("--loading-wait", type=float, default=LOADING_WAIT,
+                        help="seconds to wait for threads the service starts in __init__ (background loading)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="the worker's logging level (INFO shows each step's time)")
     return parser.parse_args(argv)
@@ -69,10 +71,14 @@ def route_stdout_to_stderr() -> None:
     sys.stdout = sys.stderr
 
 
-def load(sock: socket.socket, model_dir: str, model_name: str) -> Any:
-    """The service, after telling the host it loaded (or None, after telling it why not)."""
+def load(sock: socket.socket, model_dir: str, model_name: str, loading_wait: float = LOADING_WAIT) -> Any:
+    """The service, after telling the host it loaded (or None, after telling it why not).
+
+    The host hears only once threads the constructor started have ended (at most loading_wait
+    seconds), so a model loading in the background is ready for the first request.
+    """
     try:
-        service = load_service(model_dir, model_name)
+        service = load_service(model_dir, model_name, loading_wait)
     except Exception as exc:  # reported to the host, which decides what it means
         wire.send(sock, {"error": describe_error(exc, model_dir, "load")})
         return None

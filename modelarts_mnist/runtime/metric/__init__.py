@@ -1,0 +1,1 @@
+"""ModelArts' top-level `metric` package: `metric.metrics_manager.MetricsManager` (per-model latencies)."""
