@@ -199,9 +199,9 @@ class Server:
                 self.proc.wait()
 
 
-def start_serve(model_dir: Path, workers: int | None) -> Server:
-    """`modelarts-mnist serve MODEL_DIR --port 0 [--workers N]`, timed until /health answers 200."""
-    args = [sys.executable, "-m", "modelarts_mnist", "serve", str(model_dir), "--port", "0"]
+def start_serve(model_dir: Path, workers: int | None, extra: tuple[str, ...] = ()) -> Server:
+    """`modelarts-mnist serve MODEL_DIR --port 0 [--workers N] [extra]`, timed until /health answers 200."""
+    args = [sys.executable, "-m", "modelarts_mnist", "serve", str(model_dir), "--port", "0", *extra]
     args += ["--workers", str(workers)] if workers else []
     started = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

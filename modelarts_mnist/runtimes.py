@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 RUNTIMES_ENV = "MODELARTS_MNIST_RUNTIMES"  # where the environments live
 PIP_FOR_OLD_PYTHON = "pip<22"  # the newest pip for Python 3.6
 STAMP = "modelarts-runtime.json"
-SHIM_PACKAGES = ("model_service",)  # what the local runtime adds to every engine, as ModelArts' image does
+SHIM_PACKAGES = ("model_service", "log", "metric")  # what the local runtime adds to every engine, as ModelArts' image does
 RESTRAINTS = {"EXACT": "==", "ATLEAST": ">=", "ATMOST": "<="}
 PIP_TIMEOUT = 1800
 
@@ -224,7 +224,7 @@ def build(runtime: Runtime, interpreter: str, echo: Callable[[str], None] | None
         for number, (label, action) in enumerate(steps, 1):
             say(f"[{number}/{len(steps)}] {target.name}: {label}")
             action()
-        stamp(Environment(runtime, partial), interpreter, wanted)
+        stamp(Environment(runtime, partial), interpreter, wanted, time.monotonic() - started)
         replace_folder(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -326,11 +326,11 @@ def refresh_shim(environment: Environment) -> None:
             copy_shim(environment)
 
 
-def stamp(environment: Environment, interpreter: str, requirements: Sequence[str]) -> None:
+def stamp(environment: Environment, interpreter: str, requirements: Sequence[str], seconds: float) -> None:
     """Record what the environment holds; its presence marks the build complete."""
     versions = probe(environment.python)
     record = {"runtime": environment.runtime.name, "interpreter": interpreter, "requirements": list(requirements),
-              "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **versions}
+              "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(seconds, 1), **versions}
     (environment.path / STAMP).write_text(json.dumps(record, indent=2) + "\n")
 
 
