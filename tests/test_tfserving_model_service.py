@@ -163,7 +163,7 @@ def test_an_unknown_loader_is_refused(monkeypatch):
 
 
 def test_each_loader_gives_its_backend(service):
-    session = isinstance(service.model, SessionModel)
+    session = isinstance(service.saved_model, SessionModel)
     assert service.signature.eager is not session
     assert (service.lite_path is None) if session else (service.lite_path is not None)
 
@@ -199,3 +199,12 @@ def test_an_ambiguous_saved_model_fails_to_load(tmp_path):
     tf.saved_model.save(module, str(tmp_path), signatures={"a": concrete, "b": concrete})
     with pytest.raises(SignatureError, match=r"SavedModel has signatures \[.*'a'.*\]"):
         load_with("v1", tmp_path)
+
+
+def test_self_model_describes_the_model_as_the_platforms_model_def(tf1_service):
+    import tensorflow as tf
+
+    model = tf1_service.model
+    assert model.model_signature == "predict_images" and model.model_name == tf1_service.model_name
+    assert model.model_inputs == {"images": tf.float32} and model.model_outputs == {"scores": tf.float32}
+    assert model.model_path == tf1_service.model_path

@@ -16,9 +16,11 @@ class TfServingBaseService(SingleNodeService):
 
     def __init__(self, model_name: str, model_path: str):
         super().__init__(model_name, model_path)
-        self.model = self._load_model()
-        self.signature = serving_signature(self.model, str(model_path))  # raises SignatureError
+        self.saved_model = self._load_model()
+        self.signature = serving_signature(self.saved_model, str(model_path))  # raises SignatureError
         self.signature_name = self.signature.name
+        # What the real runtime's `self.model` is (its ModelDef): packages read these attributes.
+        self.model = ModelDef(model_name, str(model_path), self.signature)
         # Same scores, checked at load time, a fraction of the per-call cost; None: call the signature.
         self.lite_path = (build_lite_path(self.signature, model_path=str(model_path))
                           if self.signature.eager else None)
@@ -93,6 +95,28 @@ def same_dtype(dtype: np.dtype, info: TensorInfo) -> bool:
     if info.dtype == "string":
         return dtype.kind in "SUO"
     return dtype == np.dtype(info.numpy_dtype)
+
+
+class ModelDef:
+    """The served model as the platform describes it: name, path, signature name, input and output dtypes."""
+
+    def __init__(self, model_name: str, model_path: str, signature: Any):
+        self.model_name, self.model_path = model_name, model_path
+        self.model_signature = signature.name
+        self.model_inputs = {name: as_dtype(info.dtype) for name, info in signature.inputs.items()}
+        self.model_outputs = {name: as_dtype(info.dtype) for name, info in signature.outputs.items()}
+
+    def __repr__(self) -> str:
+        return "ModelDef({!r}, signature={!r}, inputs={}, outputs={})".format(
+            self.model_name, self.model_signature, self.model_inputs, self.model_outputs)
+
+
+def as_dtype(name: str) -> Any:
+    """tf.as_dtype(name) when TensorFlow is loaded (it is, for a SavedModel), else the name."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    return tf.as_dtype(name) if tf is not None else name
 
 
 def fits(shape: Sequence[int], dims: Optional[List[Optional[int]]]) -> bool:
