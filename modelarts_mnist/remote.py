@@ -13,8 +13,10 @@ import collections
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from typing import Any
 
@@ -61,7 +63,13 @@ class RemoteService:
         self.python, self.model_path, self.model_name = str(python), str(model_dir), model_name
         self._lock = threading.Lock()
         self._dead: str | None = None
-        self._sock, self._process, self._stderr = start_worker(self.python, self.model_path, model_name, env)
+        self._home = container_home(self.model_path)
+        try:
+            self._sock, self._process, self._stderr = start_worker(self.python, self.model_path, model_name, env,
+                                                                   cwd=self._home)
+        except BaseException:
+            shutil.rmtree(self._home, ignore_errors=True)
+            raise
         try:
             description = self._first_answer(load_timeout)
         except BaseException:
@@ -117,6 +125,7 @@ class RemoteService:
         self._sock.close()
         stop_process(self._process)
         self._stderr.join()
+        shutil.rmtree(self._home, ignore_errors=True)  # removes the link, never the package it points to
 
     def __enter__(self) -> RemoteService:
         return self
@@ -190,14 +199,25 @@ class StderrTail:
         self.thread.join(timeout)
 
 
-def start_worker(python: str, model_dir: str, model_name: str,
-                 env: dict[str, str] | None) -> tuple[socket.socket, subprocess.Popen, StderrTail]:
+def container_home(model_dir: str) -> str:
+    """A working directory laid out as the serving container's /home/mind: model/1 is the package.
+
+    Some real packages open `model/1/...` relative to the working directory.
+    """
+    home = tempfile.mkdtemp(prefix="modelarts-home-")
+    os.mkdir(os.path.join(home, "model"))
+    os.symlink(os.path.abspath(model_dir), os.path.join(home, "model", "1"))
+    return home
+
+
+def start_worker(python: str, model_dir: str, model_name: str, env: dict[str, str] | None,
+                 cwd: str | None = None) -> tuple[socket.socket, subprocess.Popen, StderrTail]:
     """Start `python -m model_service.worker` on one end of a fresh socket pair; ours is returned."""
     ours, theirs = socket.socketpair()
     command = [python, "-u", "-m", "model_service.worker", "--model-dir", model_dir, "--model-name", model_name,
                "--fd", str(theirs.fileno()), "--log-level", worker_log_level()]
     try:
-        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=worker_env(env),
+        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=worker_env(env), cwd=cwd,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except OSError as exc:
         ours.close()

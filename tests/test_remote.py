@@ -6,6 +6,7 @@ import logging
 import pickle
 import shutil
 import socket
+import os
 import sys
 import threading
 from pathlib import Path
@@ -341,3 +342,28 @@ def test_engine_describes_the_signature(engine):
         "outputs": {"scores": {"dtype": "float32", "shape": [None, 10]}},
     }
     assert engine.versions["python"].startswith("3.7.")
+
+
+RELATIVE_PATH_SERVICE = '''\
+from model_service.model_service import SingleNodeService
+
+
+class Labels(SingleNodeService):
+    def __init__(self, name, path):
+        super().__init__(name, path)
+        with open("model/1/labels.txt") as labels:  # as real packages do inside the container
+            self.labels = labels.read().split()
+
+    def _inference(self, data):
+        return {"labels": self.labels}
+'''
+
+
+def test_the_worker_runs_where_model_1_is_the_package_as_in_the_container(tmp_path):
+    folder = write_package(tmp_path / "pkg", RELATIVE_PATH_SERVICE)
+    (folder / "labels.txt").write_text("zero one\n")
+    service = start(sys.executable, folder)
+    home = service._home
+    with service:
+        assert service.inference({}) == {"labels": ["zero", "one"]}
+    assert not os.path.exists(home) and (folder / "labels.txt").is_file()
