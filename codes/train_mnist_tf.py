@@ -1,23 +1,21 @@
-"""ModelArts boot file: train an MNIST classifier and export it as a versioned SavedModel.
+"""ModelArts boot file: train an MNIST classifier and export it as a SavedModel into --train_url.
 
-Runs unchanged on ModelArts (``--data_url``/``--train_url`` given by the platform) and locally
-(``modelarts-mnist train``). Self-contained: standard library, numpy, TensorFlow, and moxing only
-when it is importable. The export has one signature, ``predict_images``: input ``images``
-float32 [None, 784] raw pixels 0-255 (white digit on black), output ``scores`` float32 [None, 10]
-class probabilities.
+Runs unchanged on ModelArts' TensorFlow engines (TF 2.1.0 on Python 3.7) and on today's TensorFlow,
+with ``--data_url``/``--train_url`` given by the platform, and locally (``modelarts-mnist train``).
+The platform names the output folder (the version); this file writes ``model/``, ``metrics.json``
+and TensorBoard events into it. Self-contained: standard library, numpy, TensorFlow, and moxing only
+when it is importable. The export has one signature, ``predict_images``: input ``images`` float32
+[None, 784] raw pixels 0-255 (white digit on black), output ``scores`` float32 [None, 10] class
+probabilities; it is a TF 1-style SavedModel of classic ops, so TF 1.13 to today's TF load it.
 """
-from __future__ import annotations
-
 import argparse
-import contextlib
-import fcntl
 import gzip
 import importlib
 import json
 import logging
 import math
 import os
-import re
+import random
 import shutil
 import signal
 import struct
@@ -32,11 +30,11 @@ import tensorflow as tf
 log = logging.getLogger("train_mnist_tf")
 
 SIGNATURE_NAME = "predict_images"
-IMAGE_PIXELS = 784
+SIDE = 28
+IMAGE_PIXELS = SIDE * SIDE
 NUM_CLASSES = 10
+PIXEL_SCALE = 1.0 / 255  # the network sees pixels in [0, 1]; the export takes raw 0-255 pixels
 MAX_SHIFT, MAX_ROTATION, MAX_ZOOM = 2.0, 10.0, 0.1  # pixels, degrees, fraction (at --augment 1)
-VERSION_PATTERN = re.compile(r"^V\d{4}$")
-TEMP_PATTERN = re.compile(r"^\.(V\d{4})\.tmp-\d+$")
 # SummaryMetadata{plugin_data{plugin_name: "scalars"}}, serialized: what tf.summary.scalar attaches.
 SCALAR_METADATA = b"\x0a\x09\x0a\x07scalars"
 REMOTE_SCHEMES = ("obs://", "s3://")
@@ -53,7 +51,8 @@ def parse_args(argv=None):
     """Known flags and the list of unknown ones (ModelArts adds its own, e.g. --num_gpus)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_url", required=True, help="folder with the four MNIST IDX files (raw or .gz)")
-    parser.add_argument("--train_url", required=True, help="output root, or a V0001-style version folder")
+    parser.add_argument("--train_url", required=True,
+                        help="output folder of this run (the version folder): model/, metrics.json, events")
     parser.add_argument("--max_steps", type=int, default=600, help="training steps (batches)")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=0.003, help="peak learning rate (Adam)")
@@ -109,9 +108,9 @@ def load_mnist(data_url):
 
 
 def build_model(kind="cnn"):
-    """A Keras model from raw pixels [N,784] (0-255) to logits [N,10]; scaling is in the graph."""
+    """A Keras model from pixels scaled to [0, 1], [N,784], to logits [N,10]."""
     layers = tf.keras.layers
-    stem = [tf.keras.Input((IMAGE_PIXELS,)), layers.Rescaling(1.0 / 255)]
+    stem = [tf.keras.Input((IMAGE_PIXELS,))]
     if kind == "mlp":  # the tutorial's network
         return tf.keras.Sequential(stem + [layers.Dense(128, activation="relu"), layers.Dense(NUM_CLASSES)])
 
@@ -124,7 +123,7 @@ def build_model(kind="cnn"):
     # held-out digits (median of 5 seeds 98.8% vs 98.9% of 3), trains in half the time and serves a
     # digit in a quarter of the compute (benchmarks/train_bench.py, benchmarks/serve_bench.py).
     return tf.keras.Sequential(stem + [
-        layers.Reshape((28, 28, 1)),
+        layers.Reshape((SIDE, SIDE, 1)),
         *conv(16, 5), layers.MaxPooling2D(),
         *conv(32, 5), layers.MaxPooling2D(),
         layers.Flatten(),
@@ -134,29 +133,64 @@ def build_model(kind="cnn"):
     ])
 
 
+def scale_pixels(images):
+    """Raw 0-255 pixels as the float32 [0, 1] input the network takes."""
+    return tf.cast(images, tf.float32) * PIXEL_SCALE
+
+
+# ---------------------------------------------------------------- augmentation
+
+
 def augment_images(images, strength=1.0):
     """Randomly shift (2 px), rotate (10 degrees) and zoom (10%) each flat image, scaled by `strength`."""
     batch = tf.shape(images)[0]
     angle = tf.random.uniform((batch,), -1.0, 1.0) * (MAX_ROTATION * strength * math.pi / 180)
     scale = 1.0 + tf.random.uniform((batch,), -1.0, 1.0) * (MAX_ZOOM * strength)
     shift = tf.random.uniform((batch, 2), -1.0, 1.0) * (MAX_SHIFT * strength)
-    cos, sin, center = tf.cos(angle) / scale, tf.sin(angle) / scale, 13.5
+    cos, sin, center = tf.cos(angle) / scale, tf.sin(angle) / scale, (SIDE - 1) / 2
     # Each row maps output (x, y) to input (a0 x + a1 y + a2, b0 x + b1 y + b2): rotation about the centre.
-    zeros = tf.zeros_like(cos)
     transforms = tf.stack([cos, -sin, center - (cos - sin) * center + shift[:, 0],
-                           sin, cos, center - (sin + cos) * center + shift[:, 1], zeros, zeros], axis=1)
-    moved = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.reshape(images, (-1, 28, 28, 1)), transforms=transforms, output_shape=[28, 28],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-    return tf.reshape(moved, (-1, IMAGE_PIXELS))
+                           sin, cos, center - (sin + cos) * center + shift[:, 1]], axis=1)
+    return affine_warp(images, transforms)
+
+
+def affine_warp(images, transforms):
+    """Flat 28x28 images resampled bilinearly: output pixel (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2).
+
+    `transforms` is [N, 6] (a0, a1, a2, b0, b1, b2); x is the column, y the row, pixel centres sit at
+    integer coordinates and pixels outside the image read as 0, as in TensorFlow's ImageProjectiveTransform
+    (which TF 2.1 lacks, hence gathers and arithmetic).
+    """
+    rows, cols = np.mgrid[0:SIDE, 0:SIDE].reshape(2, 1, IMAGE_PIXELS).astype(np.float32)
+    a0, a1, a2, b0, b1, b2 = tf.split(tf.cast(transforms, tf.float32), 6, axis=1)
+    x, y = a0 * cols + a1 * rows + a2, b0 * cols + b1 * rows + b2
+    left, top = tf.floor(x), tf.floor(y)
+    right_weight, bottom_weight = x - left, y - top
+    flat = tf.reshape(images, [-1])
+    first = tf.range(tf.shape(images)[0])[:, None] * IMAGE_PIXELS  # where each image starts in `flat`
+
+    def pixel(column, row):
+        inside = (column >= 0) & (column <= SIDE - 1) & (row >= 0) & (row <= SIDE - 1)
+        index = tf.cast(tf.clip_by_value(row, 0, SIDE - 1) * SIDE + tf.clip_by_value(column, 0, SIDE - 1), tf.int32)
+        return tf.where(inside, tf.gather(flat, first + index), tf.zeros_like(column))
+
+    upper = (1 - right_weight) * pixel(left, top) + right_weight * pixel(left + 1, top)
+    lower = (1 - right_weight) * pixel(left, top + 1) + right_weight * pixel(left + 1, top + 1)
+    return (1 - bottom_weight) * upper + bottom_weight * lower
 
 
 # ---------------------------------------------------------------- training
 
 
+def set_seeds(seed):
+    """Seed TensorFlow's ops and Python's random (Keras 3 draws initializer and dropout seeds from it)."""
+    random.seed(seed)
+    tf.random.set_seed(seed)
+
+
 def batch_indices(count, batch_size, steps, seed):
     """Index batches drawn from successive shuffled epochs (independent of the dataset size)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.RandomState(seed)
     order = np.empty(0, dtype=np.int64)
     for _ in range(steps):
         if len(order) < batch_size:
@@ -192,7 +226,7 @@ def evaluate(model, images, labels, batch_size=1000):
     """(mean cross-entropy, predicted classes) on a split."""
     losses, predictions = [], []
     for start in range(0, len(images), batch_size):
-        logits = model(tf.constant(images[start:start + batch_size], tf.float32), training=False)
+        logits = model(scale_pixels(images[start:start + batch_size]), training=False)
         losses.append(tf.nn.sparse_softmax_cross_entropy_with_logits(labels[start:start + batch_size], logits))
         predictions.append(tf.argmax(logits, axis=1).numpy())
     return float(tf.reduce_mean(tf.concat(losses, 0))), np.concatenate(predictions)
@@ -213,7 +247,7 @@ def classification_metrics(labels, predictions):
 
 
 def make_train_step(model, optimizer, augment):
-    """A compiled step: gather a batch, augment, one Adam update; returns the batch loss."""
+    """A compiled step: augment a batch of raw pixels, scale it, one Adam update; returns the batch loss."""
 
     @tf.function
     def step(images, labels):
@@ -221,7 +255,7 @@ def make_train_step(model, optimizer, augment):
         if augment:
             batch = augment_images(batch, augment)
         with tf.GradientTape() as tape:
-            logits = model(batch, training=True)
+            logits = model(scale_pixels(batch), training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -230,16 +264,18 @@ def make_train_step(model, optimizer, augment):
     return step
 
 
-def write_scalar(tag, value):
-    """A TensorBoard scalar through the core summary op (needs no tensorboard package)."""
-    tf.summary.write(tag, tf.constant(value, tf.float32), metadata=SCALAR_METADATA)
+def write_scalars(writer, step, **values):
+    """TensorBoard scalars at `step`, through the core summary op (needs no tensorboard package)."""
+    with writer.as_default():
+        for tag, value in values.items():
+            tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=SCALAR_METADATA)
 
 
 def train(args, out_dir, datasets=None):
     """Train on `datasets` (or data_url's files); write TensorBoard scalars; return (model, metrics)."""
     datasets = datasets or load_mnist(args.data_url)
     (train_x, train_y), (test_x, test_y) = datasets["train"], datasets["test"]
-    tf.keras.utils.set_random_seed(args.seed)
+    set_seeds(args.seed)
     model = build_model(args.model)
     step = make_train_step(model, make_optimizer(args), args.augment if args.model == "cnn" else 0)
     writer = tf.summary.create_file_writer(str(out_dir))
@@ -250,9 +286,7 @@ def train(args, out_dir, datasets=None):
         if number % args.eval_every == 0 or number == args.max_steps:
             cross_entropy, predictions = evaluate(model, test_x, test_y)
             accuracy = float(np.mean(predictions == test_y))
-            with writer.as_default(step=number):
-                write_scalar("cross_entropy", cross_entropy)
-                write_scalar("accuracy", accuracy)
+            write_scalars(writer, number, cross_entropy=cross_entropy, accuracy=accuracy)
             log.info("step %d/%d: test cross_entropy %.4f, accuracy %.4f (%.1f s)",
                      number, args.max_steps, cross_entropy, accuracy, time.monotonic() - started)
     writer.close()
@@ -265,99 +299,156 @@ def train(args, out_dir, datasets=None):
 # ---------------------------------------------------------------- export
 
 
-class Predictor(tf.Module):
-    """The serving graph: raw pixels in, class probabilities out."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_PIXELS], tf.float32, name="images")])
-    def predict_images(self, images):
-        return {"scores": tf.nn.softmax(self.model(images, training=False))}
-
-
 def export(model, model_dir):
-    """Save a SavedModel with the single signature predict_images (images -> scores)."""
-    predictor = Predictor(model)
-    tf.saved_model.save(predictor, str(model_dir), signatures={SIGNATURE_NAME: predictor.predict_images})
+    """Save `model` as a SavedModel with the one signature predict_images (raw pixels -> probabilities).
+
+    Not tf.saved_model.save: its save functions (DisableCopyOnRead) and attrs (VarHandleOp's debug_name) do
+    not load on TF 1.13 to 2.6. This is a TF 1-style graph of classic ops rebuilt from the trained layers,
+    its weights in variables under a plain Saver, which writes the variables/variables.index and
+    .data-00000-of-00001 files ModelArts expects. Resource variables rather than VariableV2: TF 2.1's
+    loader keeps them apart per loaded model, and TFLite converts the loaded signature.
+    """
+    weights = GraphWeights(model)
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, IMAGE_PIXELS], name="images")
+        logits = inference_ops(model, tf.multiply(images, PIXEL_SCALE), weights)
+        scores = tf.nn.softmax(logits, name="scores")
+        signature = tf.compat.v1.saved_model.predict_signature_def({"images": images}, {"scores": scores})
+        saver = tf.compat.v1.train.Saver(sharded=False)
+        with tf.compat.v1.Session(graph=graph) as session:
+            weights.load(session)
+            builder = tf.compat.v1.saved_model.Builder(str(model_dir))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={SIGNATURE_NAME: signature},
+                                                 saver=saver, strip_default_attrs=True)
+            builder.save()
     return Path(model_dir)
 
 
-# ---------------------------------------------------------------- versions
+class GraphWeights:
+    """The trained weights, read eagerly, and the variables of the export graph that will hold them."""
+
+    def __init__(self, model):
+        # Read before the graph is built: TF 2.1 cannot read an eager variable inside a graph context.
+        self.trained = {id(variable): variable.numpy() for variable in model.weights}
+        self.assignments = []
+
+    def value(self, variable):
+        """The trained value of one of the model's variables, as a numpy array."""
+        return self.trained[id(variable)]
+
+    def new(self, layer, name, value):
+        """A graph variable `<layer>/<name>` that will hold the numpy array `value`."""
+        value = np.asarray(value, np.float32)
+        # Initialised from zeros and fed the value, so the weights are not stored twice (graph and variables/).
+        variable = tf.compat.v1.Variable(tf.zeros(value.shape), name=f"{layer.name}/{name}", use_resource=True)
+        # TF 2.21 gives the VarHandleOp a debug_name, an attr TF 1.13 to 2.6 reject; the op itself they have.
+        if "debug_name" in variable.op.node_def.attr:
+            variable.op._clear_attr("debug_name")
+        self.assignments.append((variable, value))
+        return variable
+
+    def copy(self, layer, name):
+        """A graph variable holding the layer's trained weight `name` (kernel, bias)."""
+        return self.new(layer, name, self.value(getattr(layer, name)))
+
+    def load(self, session):
+        """Give every graph variable its value in `session`."""
+        for variable, value in self.assignments:
+            session.run(variable.initializer, {variable.initial_value: value})
 
 
-def format_version(number):
-    """'V0001' for 1."""
-    return f"V{number:04d}"
+def inference_ops(model, x, weights):
+    """The Sequential model's layers rebuilt one by one as classic TF 1 ops on `x`; returns the logits."""
+    builders = layer_builders()
+    for layer in model.layers:
+        build = builders.get(type(layer))
+        if build is None:
+            raise ValueError(f"cannot export layer {layer.name}: {type(layer).__name__} is not supported")
+        x = build(layer, x, weights)
+    return x
 
 
-@contextlib.contextmanager
-def locked(folder):
-    """Hold an exclusive flock on a folder (released by the kernel even on kill -9)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def layer_builders():
+    """Keras layer class -> function(layer, x, weights) giving the layer's inference output."""
+    layers = tf.keras.layers
+    return {layers.InputLayer: identity_ops, layers.Dropout: identity_ops, layers.Reshape: reshape_ops,
+            layers.Flatten: flatten_ops, layers.Conv2D: conv2d_ops, layers.Dense: dense_ops,
+            layers.BatchNormalization: batch_norm_ops, layers.MaxPooling2D: max_pool_ops, layers.ReLU: relu_ops,
+            layers.Activation: lambda layer, x, weights: activation_ops(layer, layer.activation, x)}
 
 
-def try_lock(folder):
-    """An fd holding a non-blocking exclusive flock on `folder`, or None when someone else holds it."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+def require(layer, condition, what):
+    """Refuse a layer configuration the export does not translate."""
+    if not condition:
+        raise ValueError(f"cannot export layer {layer.name}: {what} is not supported")
 
 
-def live_reservations(root):
-    """Version names reserved by running jobs; temp folders of dead runs are removed on the way."""
-    names = set()
-    for entry in Path(root).iterdir():
-        match = TEMP_PATTERN.match(entry.name)
-        if not match or not entry.is_dir():
-            continue
-        fd = try_lock(entry)
-        if fd is None:
-            names.add(match.group(1))
-        else:  # its owner died (kill -9): nothing in it is a version
-            shutil.rmtree(entry, ignore_errors=True)
-            os.close(fd)
-    return names
+def identity_ops(layer, x, weights):
+    """Input and Dropout: nothing to do at inference."""
+    return x
 
 
-def reserve_version(train_url):
-    """(final path, temp path, lock fd): a version folder reserved atomically under the root's lock."""
-    target = Path(train_url)
-    root = target.parent if VERSION_PATTERN.match(target.name) else target
-    root.mkdir(parents=True, exist_ok=True)
-    with locked(root):
-        taken = live_reservations(root)
-        if not VERSION_PATTERN.match(target.name):
-            taken |= {p.name for p in root.iterdir() if VERSION_PATTERN.match(p.name)}
-            target = root / format_version(max((int(n[1:]) for n in taken), default=0) + 1)
-        elif target.name in taken or (target.exists() and any(target.iterdir())):
-            raise FileExistsError(f"{target} already holds a version or is being trained; "
-                                  "pass the output root as --train_url to get the next free version")
-        temp = root / f".{target.name}.tmp-{os.getpid()}"
-        temp.mkdir()
-        return target, temp, try_lock(temp)
+def reshape_ops(layer, x, weights):
+    """Reshape, batch axis kept."""
+    return tf.reshape(x, [-1, *layer.target_shape])
 
 
-def publish(temp, target, fd):
-    """Rename the finished temp folder to its version name, under the root's lock."""
-    with locked(target.parent):
-        if target.is_dir():
-            target.rmdir()  # an empty folder made by the platform; a full one fails here
-        os.replace(temp, target)
-    os.close(fd)
+def flatten_ops(layer, x, weights):
+    """Flatten, in the channels-last order Keras uses."""
+    return tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))])
 
 
-# ---------------------------------------------------------------- remote URLs
+def conv2d_ops(layer, x, weights):
+    """Conv2D, BiasAdd when the layer has a bias, then its activation."""
+    require(layer, layer.data_format == "channels_last", "channels_first")
+    x = tf.nn.conv2d(x, weights.copy(layer, "kernel"), strides=[1, *layer.strides, 1],
+                     padding=layer.padding.upper(), dilations=[1, *layer.dilation_rate, 1])
+    return activation_ops(layer, layer.activation, bias_ops(layer, x, weights))
+
+
+def dense_ops(layer, x, weights):
+    """MatMul, BiasAdd when the layer has a bias, then its activation."""
+    x = tf.matmul(x, weights.copy(layer, "kernel"))
+    return activation_ops(layer, layer.activation, bias_ops(layer, x, weights))
+
+
+def bias_ops(layer, x, weights):
+    """BiasAdd of the layer's bias, if it has one."""
+    return tf.nn.bias_add(x, weights.copy(layer, "bias")) if layer.use_bias else x
+
+
+def batch_norm_ops(layer, x, weights):
+    """Inference BatchNormalization (moving statistics) as one scale and one shift per channel."""
+    last = x.shape.ndims - 1
+    require(layer, [axis % x.shape.ndims for axis in np.ravel(layer.axis)] == [last], "an axis but the last")
+    variance = weights.value(layer.moving_variance).astype(np.float64)
+    scale = (weights.value(layer.gamma) if layer.scale else 1.0) / np.sqrt(variance + layer.epsilon)
+    shift = (weights.value(layer.beta) if layer.center else 0.0) - weights.value(layer.moving_mean) * scale
+    return tf.nn.bias_add(tf.multiply(x, weights.new(layer, "scale", scale)), weights.new(layer, "shift", shift))
+
+
+def max_pool_ops(layer, x, weights):
+    """MaxPool, channels last."""
+    require(layer, layer.data_format == "channels_last", "channels_first")
+    return tf.nn.max_pool2d(x, [1, *layer.pool_size, 1], [1, *layer.strides, 1], layer.padding.upper())
+
+
+def relu_ops(layer, x, weights):
+    """A plain ReLU layer."""
+    plain = layer.max_value is None and not layer.negative_slope and not layer.threshold
+    require(layer, plain, "a capped, leaky or thresholded ReLU")
+    return tf.nn.relu(x)
+
+
+def activation_ops(layer, function, x):
+    """A Keras activation function (linear or relu) applied to `x`."""
+    name = getattr(function, "__name__", repr(function))
+    require(layer, name in ("linear", "relu"), f"activation {name}")
+    return tf.nn.relu(x) if name == "relu" else x
+
+
+# ---------------------------------------------------------------- outputs
 
 
 def load_moxing():
@@ -381,54 +472,68 @@ def require_moxing(args, mox):
                          "To run locally, use `modelarts-mnist train`, which stages data in and out.")
 
 
-def next_remote_version(mox, train_url):
-    """The URL of the version to write under a remote train_url (next free V000N)."""
-    url = train_url.rstrip("/")
-    if VERSION_PATTERN.match(url.rsplit("/", 1)[-1]):
-        return url
-    names = mox.file.list_directory(url) if mox.file.exists(url) else []
-    numbers = [int(n.strip("/")[1:]) for n in names if VERSION_PATTERN.match(n.strip("/"))]
-    return f"{url}/{format_version(max(numbers, default=0) + 1)}"
+def write_json(path, payload):
+    """Write JSON beside the target, then rename (readers never see half a file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def publish_model(model, model_dir):
+    """Export into a temp sibling, then rename it to model_dir: an interrupted run leaves no half model."""
+    temp = model_dir.with_name(f".{model_dir.name}.tmp-{os.getpid()}")
+    try:
+        export(model, temp)
+        os.replace(temp, model_dir)
+        log.info("exported %s", model_dir)
+    except BaseException:  # Ctrl-C, SIGTERM or a crash
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def train_into(args, out_dir):
+    """Train, then write metrics.json and, last, model/ into the local folder out_dir."""
+    model_dir = out_dir / "model"
+    if model_dir.exists():
+        raise FileExistsError(f"{model_dir} already exists; give each training run its own --train_url")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("training %s into %s", args.model, args.train_url)
+    model, metrics = train(args, out_dir)
+    write_json(out_dir / "metrics.json", metrics)
+    log.info("metrics: %s", json.dumps({k: metrics[k] for k in ("accuracy", "precision", "recall", "f1")}))
+    publish_model(model, model_dir)
+
+
+def run(args, mox=None):
+    """Train into train_url, through a local cache for obs:// or s3:// URLs; returns train_url."""
+    cache = Path(tempfile.mkdtemp(prefix="mnist-cache-"))
+    try:
+        if is_remote(args.data_url):
+            mox.file.copy_parallel(args.data_url, str(cache / "data"))
+            args.data_url = str(cache / "data")
+        if not is_remote(args.train_url):
+            train_into(args, Path(args.train_url))
+            return Path(args.train_url)
+        train_into(args, cache / "output")
+        mox.file.copy_parallel(str(cache / "output"), args.train_url)
+        return args.train_url
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- entry point
 
 
 def raise_on_sigterm(signum, frame):
-    """Turn SIGTERM (kill, platform stop) into SystemExit so the temp folder is removed."""
+    """Turn SIGTERM (kill, platform stop) into SystemExit so the temp model folder is removed."""
     raise SystemExit(128 + signum)
 
 
-def run(args, mox=None):
-    """Train and publish one version; returns its path (local) or URL (remote)."""
-    cache = Path(tempfile.mkdtemp(prefix="mnist-cache-"))
-    try:
-        if is_remote(args.data_url):
-            mox.file.copy_parallel(args.data_url, str(cache / "data"))
-            args.data_url = str(cache / "data")
-        remote_url = next_remote_version(mox, args.train_url) if is_remote(args.train_url) else None
-        target, temp, fd = reserve_version(cache / "out" if remote_url else args.train_url)
-        try:
-            log.info("training %s into %s", args.model, remote_url or target)
-            model, metrics = train(args, temp)
-            export(model, temp / "model")
-            (temp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            log.info("metrics: %s", json.dumps({k: metrics[k] for k in ("accuracy", "precision", "recall", "f1")}))
-            publish(temp, target, fd)
-        except BaseException:  # Ctrl-C, SIGTERM or a crash: the half-written version goes away
-            shutil.rmtree(temp, ignore_errors=True)
-            os.close(fd)
-            raise
-        if remote_url:
-            mox.file.copy_parallel(str(target), remote_url)
-        return remote_url or target
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-
-
 def main(argv=None):
-    """Command-line entry: parse flags, train, export; prints the version produced."""
+    """Command-line entry: parse flags, train, export; returns the output folder (or URL)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    # The v1 SavedModel builder's deprecation notes and "no assets" lines are noise, and TF prints them twice.
+    tf.get_logger().setLevel(logging.ERROR)
     args, unknown = parse_args(argv)
     if unknown:
         log.info("ignoring unknown arguments: %s", " ".join(unknown))
@@ -439,7 +544,7 @@ def main(argv=None):
         produced = run(args, mox)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    log.info("version: %s", produced)
+    log.info("output: %s", produced)
     return produced
 
 

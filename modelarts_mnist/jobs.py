@@ -4,7 +4,8 @@ A job works in a hidden folder `.V000N.tmp-<pid>` beside the versions, flock-ed 
 (the kernel drops the lock even on kill -9, so a dead job's folder is recognised and swept). The boot file is
 told to write to `<that folder>/output/V000N`; when it succeeds, its files, `train.log` and `job.json` are
 renamed into place as `V000N` in one step. A failed job is kept as `.failed-V000N-<time>` (not a version).
-The boot file applies the same locking protocol when it is run directly.
+As on ModelArts, the platform numbers versions and the boot file writes where it is told: this module is
+the one place that holds the version pattern and numbering.
 """
 from __future__ import annotations
 
@@ -166,10 +167,14 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def boot_command(boot_file: Path, data_url: str, output: Path, extra_args: Sequence[str]) -> list[str]:
-    """The command line ModelArts would run: python <boot file> --data_url=... --train_url=... <extra>."""
-    return [sys.executable, "-u", str(boot_file), f"--data_url={data_url}", f"--train_url={output}",
-            *extra_args]
+def boot_command(boot_file: Path, data_url: str, output: Path, extra_args: Sequence[str], *,
+                 interpreter: str | os.PathLike | None = None) -> list[str]:
+    """The command line ModelArts would run: python <boot file> --data_url=... --train_url=... <extra>.
+
+    `interpreter` is the engine's python (default: this one).
+    """
+    return [str(interpreter or sys.executable), "-u", str(boot_file), f"--data_url={data_url}",
+            f"--train_url={output}", *extra_args]
 
 
 def stream(process: subprocess.Popen, log_path: Path, echo: Callable[[str], None] | None) -> None:
@@ -224,8 +229,12 @@ def settle(reservation: Reservation, job: dict, exit_code: int | None, output: P
 
 
 def run_job(data_url: str | os.PathLike, train_url: str | os.PathLike, extra_args: Sequence[str] = (), *,
-            boot_file: str | os.PathLike | None = None, echo: Callable[[str], None] | None = None) -> Path:
+            boot_file: str | os.PathLike | None = None, echo: Callable[[str], None] | None = None,
+            interpreter: str | os.PathLike | None = None) -> Path:
     """Run the boot file as a training job on local paths; returns the version folder it produced.
+
+    The boot file runs under `interpreter` (an engine's python; default: this one) and is handed the
+    version folder itself as --train_url.
 
     Raises:
         DataError: data_url is not a folder.
@@ -236,7 +245,7 @@ def run_job(data_url: str | os.PathLike, train_url: str | os.PathLike, extra_arg
     boot = Path(boot_file) if boot_file else artifact_path(BOOT_FILE)
     reservation = reserve(train_url)
     output = reservation.temp / "output" / reservation.name
-    command = boot_command(boot, str(Path(data_url).resolve()), output, extra_args)
+    command = boot_command(boot, str(Path(data_url).resolve()), output, extra_args, interpreter=interpreter)
     job = {"version": reservation.name, "status": "running", "exit_code": None, "started": now(),
            "data_url": str(data_url), "train_url": str(train_url), "command": command, "pid": os.getpid()}
     write_json(reservation.temp / JOB_FILE, job)

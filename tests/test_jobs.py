@@ -50,6 +50,25 @@ def test_run_job_makes_v0001_then_v0002_with_log_and_status(tmp_path, small_data
     assert sorted(p.name for p in root.iterdir()) == ["V0001", "V0002"]  # no temp folders left
 
 
+def test_boot_file_is_handed_the_version_folder_itself(tmp_path, small_dataset, fake_boot_file):
+    version = jobs.run_job(small_dataset, tmp_path, boot_file=fake_boot_file)
+    [train_url] = [arg for arg in json.loads((version / "job.json").read_text())["command"]
+                   if arg.startswith("--train_url=")]
+    assert train_url.endswith("/output/V0001")  # numbered by the runner, not by the boot file
+
+
+def test_run_job_uses_the_given_interpreter(tmp_path, small_dataset, fake_boot_file):
+    python = tmp_path / "engine-python"  # stands in for an engine's interpreter: marks the run, then execs ours
+    python.write_text(f'#!/bin/sh\nFAKE_PYTHON_MARKER=engine exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    version = jobs.run_job(small_dataset, tmp_path / "out", boot_file=fake_boot_file, interpreter=python)
+    assert json.loads((version / "job.json").read_text())["command"][0] == str(python)
+    assert "marker engine" in (version / "train.log").read_text()
+    default = jobs.run_job(small_dataset, tmp_path / "out", boot_file=fake_boot_file)
+    assert json.loads((default / "job.json").read_text())["command"][0] == sys.executable
+    assert "marker -" in (default / "train.log").read_text()
+
+
 def test_run_job_echoes_the_log_as_it_goes(tmp_path, small_dataset, fake_boot_file):
     lines = []
     jobs.run_job(small_dataset, tmp_path, boot_file=fake_boot_file, echo=lines.append)
