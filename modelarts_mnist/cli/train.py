@@ -51,8 +51,12 @@ def remote_version_name(train_url: str) -> str:
 @click.option("--boot-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Another boot file instead of codes/train_mnist_tf.py.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the training log (it is still saved).")
+@click.option("--runtime", "runtime_name", metavar="NAME",
+              help="Run the boot file on this ModelArts engine's environment (see `runtime list`), "
+                   "e.g. tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64; built on first use.")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
-def train(data_url: str, train_url: str, boot_file: Path | None, quiet: bool, extra_args: tuple[str, ...]) -> None:
+def train(data_url: str, train_url: str, boot_file: Path | None, quiet: bool, runtime_name: str | None,
+          extra_args: tuple[str, ...]) -> None:
     """Run the boot file as a ModelArts training job; flags it does not know (e.g. --max_steps=500) pass through.
 
     The log is streamed here and saved as train.log in the version folder, beside job.json (status)
@@ -61,18 +65,30 @@ def train(data_url: str, train_url: str, boot_file: Path | None, quiet: bool, ex
     from ..jobs import run_job
     from ..storage import is_remote
 
+    interpreter = engine_python(runtime_name) if runtime_name else None
     previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
         with tempfile.TemporaryDirectory(prefix="modelarts-mnist-stage-") as cache:
             local_data, local_train = stage_paths(data_url, train_url, Path(cache))
             echo = None if quiet else click.echo
-            version = run_job(local_data, local_train, extra_args, boot_file=boot_file, echo=echo)
+            version = run_job(local_data, local_train, extra_args, boot_file=boot_file, echo=echo,
+                              interpreter=interpreter)
             if is_remote(train_url):  # upload before the staging folder goes away
                 remote = upload_version(version, train_url)
                 click.echo(f"uploaded {version.name} to {remote}")
     finally:
         signal.signal(signal.SIGTERM, previous)
     click.echo(f"version: {version.name} ({version})")
+
+
+def engine_python(name: str) -> Path:
+    """The interpreter of a ModelArts engine's environment, built first if needed."""
+    from ..runtimes import find_runtime, install
+
+    runtime = find_runtime(name)
+    if "training" not in runtime.uses:
+        click.echo(f"note: {runtime.name} is a model runtime, not a training engine on ModelArts", err=True)
+    return install(runtime, echo=lambda line: click.echo(line, err=True)).python
 
 
 def upload_version(version: Path, train_url: str) -> str:
