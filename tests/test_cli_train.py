@@ -54,3 +54,23 @@ def test_versions_lists_status_and_metrics(runner, tmp_path, small_dataset, fake
 def test_versions_of_an_empty_folder(runner, tmp_path):
     result = runner.invoke(main, ["versions", str(tmp_path)])
     assert result.exit_code == 0 and result.output == f"no versions under {tmp_path}\n"
+
+
+def test_train_runtime_runs_the_boot_file_with_the_engines_python(runner, tmp_path, small_dataset, fake_boot_file,
+                                                                  tf21_env):
+    fake_boot_file.write_text(fake_boot_file.read_text().replace(
+        'print("done", flush=True)', 'print("python", sys.version.split()[0], flush=True)'))
+    args = ["train", "--data_url", str(small_dataset), "--train_url", str(tmp_path), "--boot-file",
+            str(fake_boot_file), "--runtime", "tf2.1-python3.7"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "python 3.7." in result.output
+    job = json.loads((tmp_path / "V0001" / "job.json").read_text())
+    assert job["command"][0] == str(tf21_env.python)
+
+
+def test_train_runtime_unknown_is_one_line(runner, tmp_path, small_dataset):
+    args = ["train", "--data_url", str(small_dataset), "--train_url", str(tmp_path), "--runtime", "tf0.1"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1 and result.output.startswith("Error: unknown runtime 'tf0.1'")
+    assert not list(tmp_path.iterdir())
