@@ -50,11 +50,13 @@ class ObjectStore:
         return self._client
 
     def transfer_config(self) -> Any:
-        """boto3's TransferConfig: multipart above the threshold, parts of part_size."""
+        """boto3's TransferConfig: multipart above the threshold, parts of part_size, bounded restarts."""
         from boto3.s3.transfer import TransferConfig
 
+        # s3transfer restarts a download whose body stalls 5 times on its own; keep it to our attempts.
+        attempts = (self._settings or ObsSettings()).max_attempts
         return TransferConfig(multipart_threshold=self.multipart_threshold, multipart_chunksize=self.part_size,
-                              max_concurrency=4, use_threads=True)
+                              max_concurrency=4, use_threads=True, num_download_attempts=attempts)
 
     def require_bucket(self, bucket: str, key: str = "") -> None:
         """Raise a StorageError naming the bucket (and the key about to be used) unless the bucket is usable."""
@@ -200,15 +202,28 @@ class ObjectStore:
 
     def abort_incomplete(self, bucket: str, key: str) -> int:
         """Abort multipart uploads left open for exactly `key`, so no partial parts linger; returns the count."""
+        return self.abort_open_uploads(bucket, key, {key})
+
+    def abort_open_uploads(self, bucket: str, prefix: str, keys: set[str]) -> int:
+        """Abort the open multipart uploads under `prefix` whose key is one of `keys`; returns the count.
+
+        Called before a copy writes `keys`, this cleans what a killed earlier run left open; an upload
+        of the same key running at this moment in another process is aborted too (it fails and can
+        be re-run), which is the price of not leaving paid-for parts behind for ever.
+        """
+        aborted = 0
         try:
-            uploads = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
-            for upload in uploads:
-                if upload["Key"] == key:
-                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-        except Exception as exc:  # noqa: BLE001 - cleanup is best effort; the original error matters
-            log.warning("could not abort incomplete uploads of obs://%s/%s: %s", bucket, key, exc)
-            return 0
-        return sum(1 for u in uploads if u["Key"] == key)
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] in keys:
+                        self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                        aborted += 1
+        except Exception as exc:  # noqa: BLE001 - cleanup is best effort; the copy itself matters
+            log.warning("could not abort open multipart uploads under obs://%s/%s: %s", bucket, prefix, exc)
+        if aborted:
+            log.info("aborted %d multipart upload(s) left open under obs://%s/%s", aborted, bucket, prefix)
+        return aborted
 
 
 def _transfer_error(exc: Exception, bucket: str, key: str, action: str) -> StorageError:

@@ -7,8 +7,12 @@ Settings come from flags or from the environment; every name below is read only 
     MODELARTS_OBS_ACCESS_KEY     (or AWS_ACCESS_KEY_ID)
     MODELARTS_OBS_SECRET_KEY     (or AWS_SECRET_ACCESS_KEY)
     MODELARTS_OBS_ADDRESSING     virtual (default, as OBS documents) | path | auto
-    MODELARTS_OBS_CONNECT_TIMEOUT, MODELARTS_OBS_READ_TIMEOUT  seconds (5, 60)
+    MODELARTS_OBS_CONNECT_TIMEOUT, MODELARTS_OBS_READ_TIMEOUT  seconds (3, 4)
     MODELARTS_OBS_MAX_ATTEMPTS   total tries per request, first one included (3)
+
+An endpoint that accepts connections and never answers therefore fails after at most
+max_attempts x read_timeout plus retry jitter (under 1 + 2 s): 12-15 s with the defaults.
+The read timeout bounds each wait for the next bytes, not a whole transfer, so large files are fine.
 """
 from __future__ import annotations
 
@@ -47,15 +51,18 @@ class ObsSettings:
     access_key: str | None = None
     secret_key: str | None = field(default=None, repr=False)
     addressing: str = "virtual"
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    max_attempts: int = 3
+    connect_timeout: float = 3.0
+    read_timeout: float = 4.0
+    max_attempts: int = 3  # also how often a download whose body stalls is restarted (see ObjectStore)
 
     def __post_init__(self) -> None:
         if self.addressing not in ADDRESSING_STYLES:
             raise StorageError(f"OBS addressing style {self.addressing!r} is not one of {', '.join(ADDRESSING_STYLES)}")
         if self.max_attempts < 1:
             raise StorageError(f"OBS max_attempts must be at least 1, got {self.max_attempts}")
+        if min(self.connect_timeout, self.read_timeout) <= 0:
+            raise StorageError(f"OBS timeouts must be positive, got connect {self.connect_timeout}, "
+                               f"read {self.read_timeout}")
 
     @property
     def resolved_region(self) -> str:

@@ -3,17 +3,21 @@
 Folder copies run in parallel (the `mox.file.copy_parallel` analogue), skip files that are already
 identical (size and MD5/ETag), verify every file after transfer, and can simply be run again after
 an interruption: finished files are skipped, unfinished ones are redone.
+
+Nothing leaves its folder: keys that would escape a destination are refused before anything is
+written (`safe_relative_key`); links out of a source folder are left out (`CopyReport.left_out`).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from . import checksum
 from .errors import StorageError
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 
 REMOTE_SCHEMES = ("obs", "s3")
 DEFAULT_WORKERS = 8
+_DRIVE = re.compile(r"^[A-Za-z]:")  # `C:` starts an absolute path on Windows
 
 
 class ObjectUrl(NamedTuple):
@@ -58,13 +63,42 @@ def parse_url(url: str) -> ObjectUrl:
     return ObjectUrl(scheme.lower(), bucket, key)
 
 
+def safe_relative_key(key: str, prefix: str = "") -> str:
+    """`key` below `prefix` as a relative path that stays inside any destination folder.
+
+    The one rule for every download and stage: a key that could land outside the folder (or on
+    another key's file) is refused with a StorageError naming it, never silently cleaned up.
+    """
+    relative = key[len(prefix):] if key.startswith(prefix) else None
+    problem = "it is not under the prefix " + repr(prefix) if relative is None else _key_problem(relative)
+    if problem:
+        raise StorageError(f"object key {key!r} would land outside the destination folder: {problem}")
+    return relative
+
+
+def _key_problem(relative: str) -> str | None:
+    """Why `relative` is not a plain path inside a folder, or None when it is."""
+    segments = relative.split("/")
+    checks = [
+        (relative.startswith("/"), "it is absolute (starts with '/')"),
+        ("" in segments, "it has an empty segment (empty key or '//')"),
+        (".." in segments, "it has a '..' segment"),
+        ("." in segments, "it has a '.' segment"),
+        ("\\" in relative, "it holds a backslash (a folder separator on Windows)"),
+        (bool(_DRIVE.match(relative)), "it starts with a drive letter"),
+        ("\0" in relative, "it holds a NUL character"),
+    ]
+    return next((reason for failed, reason in checks if failed), None)
+
+
 @dataclass
 class CopyReport:
-    """What a copy did: files copied and skipped as identical, and bytes moved."""
+    """What a copy did: files copied, skipped as identical, left out (with why), and bytes moved."""
 
     copied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     bytes_copied: int = 0
+    left_out: list[str] = field(default_factory=list)  # "path: reason", e.g. a symlink out of the folder
 
 
 @dataclass(frozen=True)
@@ -86,13 +120,16 @@ class Storage:
         self.after_each = after_each  # test seam: called after each file finishes (may raise to interrupt)
         self.show_progress = show_progress
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # set on Ctrl-C/SIGTERM: transfers in flight give up and clean up
 
     def copy(self, src: str, dst: str, *, recursive: bool = False) -> CopyReport:
         """Copy a file, or with `recursive` a folder's contents, from `src` to `dst` (local or remote)."""
-        items, root_is_file = self._plan(src, recursive)
-        if root_is_file and (dst.endswith("/") or (not is_remote(dst) and Path(dst).is_dir())):
-            dst = _join(dst, _basename(src))
         report = CopyReport()
+        items, root_is_file = self._plan(src, recursive, report)
+        if root_is_file and (dst.endswith("/") or (not is_remote(dst) and Path(dst).is_dir())):
+            dst = _join(dst, safe_relative_key(_basename(src)))
+        for entry in report.left_out:
+            log.info("not copied: %s", entry)  # callers show report.left_out (the CLI: one line each)
         with progress(sum(i.size for i in items), f"copy {len(items)} files", enabled=self.show_progress) as bar:
             self._run(items, src, dst, root_is_file, report, bar)
         log.info("copied %d files (%d bytes), skipped %d identical", len(report.copied), report.bytes_copied,
@@ -103,8 +140,8 @@ class Storage:
         """Make `dst` hold every file of folder `src`: copy what differs, skip what is identical."""
         return self.copy(src, dst, recursive=True)
 
-    def _plan(self, src: str, recursive: bool) -> tuple[list[_Item], bool]:
-        """The files to copy from `src`, and whether `src` is a single file."""
+    def _plan(self, src: str, recursive: bool, report: CopyReport) -> tuple[list[_Item], bool]:
+        """The files to copy from `src`, and whether `src` is a single file; notes what is left out."""
         if not is_remote(src):
             path = Path(src)
             if path.is_file():
@@ -113,7 +150,8 @@ class Storage:
                 raise StorageError(f"cannot copy {src}: no such file or folder")
             if not recursive:
                 raise StorageError(f"cannot copy {src}: it is a folder (use -r / recursive)")
-            return _local_items(path), False
+            items, report.left_out = _local_items(path)
+            return items, False
         url = parse_url(src)
         if url.key and not url.key.endswith("/"):
             info = self.store.stat(url.bucket, url.key)
@@ -123,7 +161,7 @@ class Storage:
             raise StorageError(f"cannot copy {src}: no such object {url.key!r} in bucket {url.bucket!r}"
                                " (for a folder use -r / recursive)", http_status=404)
         prefix = url.key.rstrip("/") + "/" if url.key.strip("/") else ""
-        items = [_Item(o.key[len(prefix):], o.size, o) for o in self.store.list(url.bucket, prefix)]
+        items = _remote_items(src, self.store.list(url.bucket, prefix), prefix)
         if not items and url.key:
             raise StorageError(f"cannot copy {src}: nothing under key {prefix!r} in bucket {url.bucket!r}",
                                http_status=404)
@@ -133,11 +171,16 @@ class Storage:
         """Copy `items` on a thread pool; on the first failure stop, clean up, and raise."""
         if is_remote(dst):  # fail once, early and clearly, rather than once per file
             self.store.require_bucket(parse_url(dst).bucket, parse_url(dst).key)
+            self._abort_left_open(items, dst, single)
+        self._stopping.clear()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="obs-copy") as pool:
             futures = [pool.submit(self._copy_item, item, src, dst, single, report, bar) for item in items]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
-            finally:  # also on Ctrl-C: start nothing new; files in flight finish whole
+            except BaseException:  # Ctrl-C/SIGTERM: files in flight stop now, aborting their multipart uploads
+                self._stopping.set()
+                raise
+            finally:  # start nothing new; after one file failed, the others in flight finish whole
                 for future in futures:
                     future.cancel()
         failures = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
@@ -164,8 +207,18 @@ class Storage:
         if self.after_each is not None:
             self.after_each(item.relative or _basename(src))
 
+    def _abort_left_open(self, items: list[_Item], dst: str, single: bool) -> None:
+        """Abort multipart uploads that a killed earlier run left open for the keys this copy writes."""
+        url = parse_url(dst)
+        keys = {url.key} if single else {parse_url(_join(dst, item.relative)).key for item in items}
+        prefix = url.key if single else (url.key.rstrip("/") + "/" if url.key.strip("/") else "")
+        if keys:
+            self.store.abort_open_uploads(url.bucket, prefix, keys)
+
     def _advance(self, bar, n_bytes: int) -> None:
-        """Move the shared progress bar from any worker thread."""
+        """Move the shared progress bar from any worker thread; raising here stops an interrupted transfer."""
+        if self._stopping.is_set():
+            raise StorageError("interrupted")
         with self._lock:
             bar.update(n_bytes)
 
@@ -214,9 +267,15 @@ class Storage:
             key += "/"
         return self.store.list_level(parsed.bucket, key)
 
-    def remove(self, url: str, *, recursive: bool = False) -> int:
-        """Delete one object, or with `recursive` every object under the folder `url`; returns the count."""
+    def remove(self, url: str, *, recursive: bool = False, force: bool = False) -> int:
+        """Delete one object, or with `recursive` every object under the folder `url`; returns the count.
+
+        Emptying a whole bucket (obs://bucket or obs://bucket/) also needs `force`.
+        """
         parsed = parse_url(url)
+        if recursive and not parsed.key.strip("/") and not force:
+            raise StorageError(f"refusing to delete every object in obs://{parsed.bucket}/: "
+                               "that is the whole bucket; add --force if you mean it")
         if not recursive:
             if not parsed.key or self.store.stat(parsed.bucket, parsed.key) is None:
                 raise StorageError(f"cannot delete {url}: no such object {parsed.key!r} in bucket "
@@ -227,13 +286,56 @@ class Storage:
         return self.store.remove(parsed.bucket, [o.key for o in self.store.list(parsed.bucket, prefix)])
 
 
-def _local_items(root: Path) -> list[_Item]:
-    """Every file under `root`, relative paths with '/', leaving out our unfinished downloads."""
-    items = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and TEMP_MARK not in path.name:
-            items.append(_Item(path.relative_to(root).as_posix(), path.stat().st_size))
+def _remote_items(src: str, objects: Iterable[ObjectInfo], prefix: str) -> list[_Item]:
+    """The objects under `prefix` as items; refuses them all, before any is copied, if one key is unsafe."""
+    items, refused = [], []
+    for info in objects:
+        try:
+            items.append(_Item(safe_relative_key(info.key, prefix), info.size, info))
+        except StorageError as exc:
+            refused.append(exc)
+    if refused:
+        more = f" (and {len(refused) - 1} more unsafe keys)" if len(refused) > 1 else ""
+        raise StorageError(f"cannot copy {src}: {refused[0]}{more}; nothing was copied")
     return items
+
+
+def _local_items(root: Path) -> tuple[list[_Item], list[str]]:
+    """Every regular file under `root` (relative paths with '/'), and "path: reason" for what is left out.
+
+    Links are never walked into: a symlink to a file inside the tree is copied as that file's
+    content; one pointing out of the tree, to a folder, or nowhere is left out, so a copy never
+    reads outside the folder it was given. Our unfinished downloads are left out silently.
+    """
+    real_root = root.resolve()
+    items, left_out = [], []
+    for folder, dirs, files in os.walk(root):  # followlinks=False: linked folders show up but are not entered
+        base = Path(folder)
+        dirs.sort()
+        for name in sorted(files + [d for d in dirs if (base / d).is_symlink()]):
+            path = base / name
+            relative = path.relative_to(root).as_posix()
+            reason = _left_out_reason(path, real_root)
+            if reason:
+                left_out.append(f"{relative}: {reason}")
+            elif TEMP_MARK not in name:
+                items.append(_Item(relative, path.stat().st_size))
+    return sorted(items, key=lambda item: item.relative), left_out
+
+
+def _left_out_reason(path: Path, real_root: Path) -> str | None:
+    """Why `path` is not copied from a folder, or None for a regular file (or a link to one) inside it."""
+    if not path.is_symlink():
+        return None if path.is_file() else "not a regular file"
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target, or a loop of links
+        return f"symbolic link to {os.readlink(path)}, which does not exist"
+    if not target.is_relative_to(real_root):
+        return f"symbolic link to {target}, outside the folder"
+    if not target.is_file():
+        return f"symbolic link to a folder or special file ({os.readlink(path)}), not followed"
+    return None
 
 
 def _copy_local(source: Path, target: Path) -> None:
@@ -273,7 +375,9 @@ def stage_in(url: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
     if not is_remote(url):
         return Path(url)
     parsed = parse_url(str(url))
-    local = Path(cache_dir or default_cache_dir()) / parsed.bucket / parsed.key.strip("/")
+    local = Path(cache_dir or default_cache_dir()) / safe_relative_key(parsed.bucket)
+    if parsed.key.strip("/"):  # the mirror's own place must stay inside the cache too
+        local = local / safe_relative_key(parsed.key.strip("/"))
     report = (storage or Storage()).copy(str(url), str(local), recursive=True)
     _prune(local, set(report.copied) | set(report.skipped))
     return local

@@ -100,6 +100,161 @@ def test_obs_help_imports_no_boto3():
                           check=True).stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("root", ["obs://{bucket}", "obs://{bucket}/", "s3://{bucket}//"],
+                         ids=["bare", "slash", "double-slash"])
+def test_rm_r_of_a_whole_bucket_needs_force(runner, s3_env, s3_store, s3_bucket, folder, root):
+    runner.invoke(main, ["obs", "cp", "-r", str(folder), f"obs://{s3_bucket}/data"], catch_exceptions=False)
+    url = root.format(bucket=s3_bucket)
+    refused = runner.invoke(main, ["obs", "rm", "-r", url])
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: refusing to delete every object in obs://{s3_bucket}/: that is the whole " \
+                             "bucket; add --force if you mean it\n"
+    assert bucket_keys(s3_store, s3_bucket) == {"data/one.txt", "data/sub/two.bin"}
+    forced = runner.invoke(main, ["obs", "rm", "-r", "--force", url])
+    assert forced.output == "deleted 2 object(s)\n" and bucket_keys(s3_store, s3_bucket) == set()
+
+
+@pytest.mark.parametrize("command", ["cp -r", "sync"])
+def test_links_out_of_the_source_are_named_and_not_copied(runner, s3_env, s3_store, s3_bucket, folder, tmp_path,
+                                                          command):
+    (tmp_path / "secret.txt").write_text("outside\n")
+    (folder / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    (folder / "sub" / "again.txt").symlink_to("../one.txt")  # inside the tree: copied as its content
+    result = runner.invoke(main, ["obs", *command.split(), str(folder), f"obs://{s3_bucket}/data"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"not copied: leak.txt: symbolic link to {tmp_path / 'secret.txt'}, outside the folder\n"
+    assert result.stdout.endswith("3 copied (0.0 MB), 0 skipped as identical, 1 not copied\n")
+    assert bucket_keys(s3_store, s3_bucket) == {"data/one.txt", "data/sub/two.bin", "data/sub/again.txt"}
+
+
+@pytest.fixture()
+def silent_endpoint():
+    """A loopback server that accepts every connection and never sends a byte."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept_forever() -> None:
+        try:
+            while True:
+                held.append(listener.accept()[0])
+        except OSError:  # the listener was closed: the test is over
+            pass
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("command", [["obs", "ls", "obs://bkt/"], ["obs", "cp", "{file}", "obs://bkt/k/one.txt"],
+                                     ["check", "obs://bkt/model", "--no-smoke"]], ids=["ls", "cp", "check"])
+def test_silent_endpoint_fails_within_the_default_timeouts(runner, silent_endpoint, folder, monkeypatch, tmp_path,
+                                                           command):
+    for name in ("MODELARTS_OBS_CONNECT_TIMEOUT", "MODELARTS_OBS_READ_TIMEOUT", "MODELARTS_OBS_MAX_ATTEMPTS",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    values = {"MODELARTS_OBS_ENDPOINT": silent_endpoint, "MODELARTS_OBS_ACCESS_KEY": "ak",
+              "MODELARTS_OBS_SECRET_KEY": "sk", "MODELARTS_OBS_ADDRESSING": "path",
+              "MODELARTS_MNIST_CACHE": str(tmp_path / "cache")}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    started = time.monotonic()
+    result = runner.invoke(main, [a.format(file=folder / "one.txt") for a in command])
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    error = result.output.splitlines()[-1]
+    assert error.startswith("Error: cannot ") and "obs://bkt" in error and "not answering" in error
+    assert "Traceback" not in result.output and result.output.count("Error:") == 1
+    assert 4 < elapsed < 30  # defaults: 3 attempts x 4 s read timeout + jitter; it did wait, but not 120 s
+
+
+def test_timeouts_can_be_set_by_flag(runner, silent_endpoint, s3_env):
+    started = time.monotonic()
+    result = runner.invoke(main, ["obs", "ls", "obs://bkt/", "--endpoint", silent_endpoint, "--read-timeout", "0.5",
+                                  "--max-attempts", "1"])
+    assert result.exit_code == 1 and "not answering" in result.output
+    assert time.monotonic() - started < 3
+
+
+# --- object keys stay inside their destination ----------------------------------------------------
+
+@pytest.fixture()
+def planted_key(monkeypatch):
+    """Add an escaping key to every listing of the real server (SeaweedFS itself refuses to store one)."""
+    from modelarts_mnist.objectstore import ObjectInfo, ObjectStore
+
+    real_list = ObjectStore.list
+    key = "data/../../escaped.txt"
+
+    def list_with_planted(self, bucket, prefix=""):
+        yield from real_list(self, bucket, prefix)
+        if key.startswith(prefix):
+            yield ObjectInfo(key, 4, "d41d8cd98f00b204e9800998ecf8427e")
+
+    monkeypatch.setattr(ObjectStore, "list", list_with_planted)
+    return key
+
+
+@pytest.mark.parametrize("command", [
+    ["obs", "cp", "-r", "{url}", "{tmp}/out/dest"],
+    ["obs", "sync", "{url}", "{tmp}/out/dest"],
+    ["check", "{url}", "--no-smoke"],
+    ["serve", "{url}", "--port", "1"],
+    ["train", "--data_url", "{url}", "--train_url", "{tmp}/out/models"],
+], ids=["cp", "sync", "check", "serve", "train"])
+def test_escaping_key_is_refused_by_every_command(runner, s3_env, s3_bucket, folder, planted_key, tmp_path,
+                                                  monkeypatch, command):
+    monkeypatch.setenv("MODELARTS_MNIST_CACHE", str(tmp_path / "out" / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert runner.invoke(main, ["obs", "cp", "-r", str(folder), f"obs://{s3_bucket}/data"]).exit_code == 0
+    args = [a.format(url=f"obs://{s3_bucket}/data", tmp=tmp_path) for a in command]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and repr(planted_key) in error[0] and "Traceback" not in result.output
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out").exists()
+
+
+# --- no multipart upload is left open -------------------------------------------------------------
+
+# The CLI with each progress step slowed down, so a signal surely lands in the middle of an upload.
+SLOW_CLI = """
+import sys, time
+from modelarts_mnist import storage
+advance = storage.Storage._advance
+storage.Storage._advance = lambda self, bar, n: (time.sleep(0.01), advance(self, bar, n))
+from modelarts_mnist.cli import main
+main(sys.argv[1:], prog_name="modelarts-mnist")
+"""
+
+
+def open_uploads(s3_store, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3_store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_sigterm_mid_upload_leaves_no_open_multipart_upload(s3_env, s3_store, s3_bucket, tmp_path):
+    import os
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 * 1024 * 1024))  # three 8 MiB parts
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "obs", "cp", str(big), f"obs://{s3_bucket}/big.bin"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not open_uploads(s3_store, s3_bucket) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_uploads(s3_store, s3_bucket) == ["big.bin"], "the upload never started"
+    process.terminate()
+    started = time.monotonic()
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 1 and "Aborted!" in output, output
+    assert time.monotonic() - started < 10
+    assert open_uploads(s3_store, s3_bucket) == [] and s3_store.stat(s3_bucket, "big.bin") is None
+
+
 # --- upload: the tutorial's bucket ---------------------------------------------------------------
 
 @pytest.fixture()

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from modelarts_mnist import checksum
 from modelarts_mnist.errors import StorageError
 from modelarts_mnist.objectstore import ObjectStore
 from modelarts_mnist.obs import ObsSettings, create_client, from_env
-from modelarts_mnist.storage import Storage, is_remote, parse_url, stage_in, stage_out
+from modelarts_mnist.objectstore import ObjectInfo
+from modelarts_mnist.storage import Storage, is_remote, parse_url, safe_relative_key, stage_in, stage_out
 
 
 def make_folder(root: Path, *, big_bytes: int = 6 * 1024 * 1024) -> Path:
@@ -255,3 +258,168 @@ def test_parse_url_names_the_problem():
     assert parse_url("OBS://bkt/a/b.txt") == ("obs", "bkt", "a/b.txt")
     with pytest.raises(StorageError, match="names no bucket"):
         parse_url("obs:///key")
+
+
+# --- object keys stay inside their destination ----------------------------------------------------
+
+# Real OBS/S3 store such keys as they are; SeaweedFS refuses or normalises them on PUT, so the
+# listing is planted through a fake store instead (see test_cli_obs.py for the commands).
+UNSAFE_KEYS = ["data/../escape.txt", "data/../../../tmp/escape.txt", "data//etc/passwd", "data/a//b.txt",
+               "data/./dot.txt", "data/back\\..\\slash.txt", "data/C:/win.txt", "data/sub/.."]
+
+
+class PlantedStore:
+    """An object store holding exactly `keys` (b'x' each) that records every download it is asked for."""
+
+    def __init__(self, keys: list[str]):
+        self.infos = {key: ObjectInfo(key, 1, "9dd4e461268c8034f5c8564e155c67a6") for key in keys}
+        self.downloads: list[Path] = []
+
+    def require_bucket(self, bucket: str, key: str = "") -> None:
+        pass
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        return self.infos.get(key)
+
+    def list(self, bucket: str, prefix: str = ""):
+        return (info for key, info in sorted(self.infos.items()) if key.startswith(prefix))
+
+    def matches(self, path: Path, info: ObjectInfo) -> bool:
+        return path.is_file()
+
+    def download(self, bucket, key, path, callback=None, info=None) -> ObjectInfo:
+        self.downloads.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        return self.infos[key]
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS, ids=["dotdot", "dotdot-deep", "absolute", "empty-segment", "dot",
+                                                   "backslash", "drive", "trailing-dotdot"])
+def test_unsafe_key_is_refused_before_anything_is_written(key, tmp_path):
+    store = PlantedStore(["data/a-first.txt", key, "data/z-last.txt"])
+    storage = Storage(store, workers=1, show_progress=False)
+    with pytest.raises(StorageError, match="nothing was copied") as caught:
+        storage.copy("obs://bkt/data", str(tmp_path / "out" / "dest"), recursive=True)
+    assert repr(key) in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(StorageError, match="would land outside"):
+        stage_in("obs://bkt/data", tmp_path / "out" / "cache", storage=storage)
+    assert store.downloads == [] and not (tmp_path / "out").exists()
+
+
+def test_every_unsafe_key_is_counted_and_safe_folders_still_copy(tmp_path):
+    store = PlantedStore(["data/ok.txt", "data/sub/ok.txt", *UNSAFE_KEYS])
+    with pytest.raises(StorageError, match=f"and {len(UNSAFE_KEYS) - 1} more unsafe keys"):
+        Storage(store, show_progress=False).sync("obs://bkt/data", str(tmp_path / "dest"))
+    report = Storage(PlantedStore(["data/ok.txt", "data/sub/ok.txt"]), show_progress=False).sync(
+        "obs://bkt/data", str(tmp_path / "dest"))
+    assert sorted(report.copied) == ["ok.txt", "sub/ok.txt"]
+
+
+@pytest.mark.parametrize("url", ["obs://bkt/a/..", "obs://bkt/.", "obs://../x", "obs://bkt/a//b/", "obs://bkt/../.."],
+                         ids=["key-dotdot", "key-dot", "bucket-dotdot", "empty-segment", "only-dotdot"])
+def test_a_staged_url_cannot_leave_the_cache(url, tmp_path):
+    store = PlantedStore([])
+    with pytest.raises(StorageError, match="would land outside"):
+        stage_in(url, tmp_path / "cache", storage=Storage(store, show_progress=False))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_single_object_named_dotdot_is_not_copied_into_a_folder(tmp_path):
+    store = PlantedStore(["x/.."])
+    (tmp_path / "dest").mkdir()
+    with pytest.raises(StorageError, match="'..' segment"):
+        Storage(store, show_progress=False).copy("obs://bkt/x/..", str(tmp_path / "dest"))
+    assert store.downloads == []
+
+
+def test_safe_keys_pass_unchanged():
+    assert safe_relative_key("data/sub/file.v1.txt", "data/") == "sub/file.v1.txt"
+    assert safe_relative_key("..hidden/...", "") == "..hidden/..."  # dots inside a name are fine
+    with pytest.raises(StorageError, match="not under the prefix"):
+        safe_relative_key("other/x", "data/")
+
+
+# --- symbolic links in a source folder -------------------------------------------------------------
+
+@pytest.fixture()
+def linked_folder(tmp_path) -> Path:
+    """A folder with links: to a file and a folder outside it, inside it, to nowhere, and to itself."""
+    root = tmp_path / "linked"
+    (root / "sub").mkdir(parents=True)
+    (root / "one.txt").write_text("one\n")
+    (root / "sub" / "two.txt").write_text("two\n")
+    (tmp_path / "secret.txt").write_text("outside secret\n")
+    (tmp_path / "secret-dir").mkdir()
+    (tmp_path / "secret-dir" / "key.pem").write_text("outside key\n")
+    links = {"out-file": "../secret.txt", "out-dir": str(tmp_path / "secret-dir"), "in-file": "sub/two.txt",
+             "sub/up-file": "../one.txt", "in-dir": "sub", "dangling": "nowhere.txt", "loop": "loop",
+             "sub/escape": "../../secret.txt"}
+    for name, target in links.items():
+        (root / name).symlink_to(target)
+    return root
+
+
+LEFT_OUT = {"dangling", "in-dir", "loop", "out-dir", "out-file", "sub/escape"}
+
+
+def test_copy_of_a_folder_never_reads_outside_it(linked_folder, tmp_path):
+    report = Storage(show_progress=False).copy(str(linked_folder), str(tmp_path / "dest"), recursive=True)
+    assert sorted(report.copied) == ["in-file", "one.txt", "sub/two.txt", "sub/up-file"]
+    assert {entry.split(":")[0] for entry in report.left_out} == LEFT_OUT
+    assert any(e.startswith("out-file: symbolic link to ") and e.endswith("outside the folder")
+               for e in report.left_out)
+    copied = tree_bytes(tmp_path / "dest")
+    assert copied["in-file"] == b"two\n" and copied["sub/up-file"] == b"one\n"  # inside links: the content
+    assert not any(b"outside" in data for data in copied.values())
+    assert not any(p.is_symlink() for p in (tmp_path / "dest").rglob("*"))
+
+
+def test_upload_of_a_folder_leaves_links_out_of_it(s3_storage, s3_store, s3_bucket, linked_folder):
+    report = s3_storage.sync(str(linked_folder), f"obs://{s3_bucket}/up")
+    assert {entry.split(":")[0] for entry in report.left_out} == LEFT_OUT
+    assert {o.key for o in s3_store.list(s3_bucket)} == {"up/in-file", "up/one.txt", "up/sub/two.txt",
+                                                         "up/sub/up-file"}
+
+
+# --- no multipart upload is left open -------------------------------------------------------------
+
+def open_uploads(s3_store, bucket: str) -> list[str]:
+    return sorted(u["Key"] for u in s3_store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def test_uploads_a_killed_run_left_open_are_aborted_by_the_next_run(s3_storage, s3_store, s3_bucket, folder):
+    for key in ("run/big.bin", "run/nested/y.json", "run/big.bin", "elsewhere/big.bin"):
+        s3_store.client.create_multipart_upload(Bucket=s3_bucket, Key=key)  # what `kill -9` mid-upload leaves
+    assert open_uploads(s3_store, s3_bucket) == ["elsewhere/big.bin", "run/big.bin", "run/big.bin",
+                                                 "run/nested/y.json"]
+    s3_storage.copy(str(folder), f"obs://{s3_bucket}/run", recursive=True)
+    assert open_uploads(s3_store, s3_bucket) == ["elsewhere/big.bin"]  # only keys this copy writes are touched
+    s3_store.client.create_multipart_upload(Bucket=s3_bucket, Key="one/a.txt")
+    s3_storage.copy(str(folder / "a.txt"), f"obs://{s3_bucket}/one/a.txt")
+    assert open_uploads(s3_store, s3_bucket) == ["elsewhere/big.bin"]
+
+
+class InterruptMidFile(Storage):
+    """Sends this process SIGINT once 1 MiB of big.bin is out, as a user's Ctrl-C would."""
+
+    sent = False
+
+    def _advance(self, bar, n_bytes: int) -> None:
+        if not self.sent and threading.current_thread() is not threading.main_thread():
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+            assert self._stopping.wait(10), "the interrupt did not reach the copy"
+        super()._advance(bar, n_bytes)
+
+
+def test_ctrl_c_mid_upload_aborts_the_multipart_upload(s3_store, s3_bucket, folder):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            InterruptMidFile(s3_store, workers=1, show_progress=False).copy(str(folder / "big.bin"),
+                                                                            f"obs://{s3_bucket}/big.bin")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert open_uploads(s3_store, s3_bucket) == []
+    assert s3_store.stat(s3_bucket, "big.bin") is None

@@ -1,12 +1,16 @@
 """`modelarts-mnist obs cp|ls|rm|sync` and `upload`: OBS/S3 from the command line.
 
 Connection settings come from the flags below or the environment (MODELARTS_OBS_ENDPOINT, _REGION,
-_ACCESS_KEY, _SECRET_KEY, _ADDRESSING, or the standard AWS_* names). The secret key is read from the
-environment only, so it never appears in shell history or the process list.
+_ACCESS_KEY, _SECRET_KEY, _ADDRESSING, _CONNECT_TIMEOUT, _READ_TIMEOUT, _MAX_ATTEMPTS, or the standard
+AWS_* names). The secret key is read from the environment only, so it never appears in shell history
+or the process list.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,30 +46,57 @@ def connection_options(command: Callable) -> Callable:
                                           "the secret is read from MODELARTS_OBS_SECRET_KEY only."),
         click.option("--addressing", type=ADDRESSING, help="Bucket in the host name (virtual, OBS's default) or "
                                                            "in the path (env MODELARTS_OBS_ADDRESSING)."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds to wait for a connection (env MODELARTS_OBS_CONNECT_TIMEOUT; default 3)."),
+        click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds to wait for the next bytes of an answer (env MODELARTS_OBS_READ_TIMEOUT; "
+                          "default 4)."),
+        click.option("--max-attempts", type=click.IntRange(min=1),
+                     help="Tries per request, the first included (env MODELARTS_OBS_MAX_ATTEMPTS; default 3)."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def make_storage(endpoint: str | None, region: str | None, access_key: str | None, addressing: str | None,
-                 **storage_args: Any):
-    """A Storage for these flags over the environment's settings."""
+CONNECTION_FLAGS = ("endpoint", "region", "access_key", "addressing", "connect_timeout", "read_timeout",
+                    "max_attempts")
+
+
+def make_storage(connection: dict[str, Any], **storage_args: Any):
+    """A Storage for these connection flags (None: not given) over the environment's settings."""
     from ..objectstore import ObjectStore
     from ..obs import from_env
     from ..storage import Storage
 
-    settings = from_env(endpoint=endpoint, region=region, access_key=access_key, addressing=addressing)
-    return Storage(ObjectStore(settings=settings), **storage_args)
+    return Storage(ObjectStore(settings=from_env(**connection)), **storage_args)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Let SIGTERM stop a transfer as Ctrl-C does, so open multipart uploads are aborted, not left behind."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def with_storage(command: Callable) -> Callable:
     """Turn the connection flags into a `storage` argument (with --workers when the command has it)."""
     @functools.wraps(command)
-    def wrapper(endpoint, region, access_key, addressing, **kwargs):
+    def wrapper(**kwargs):
+        connection = {name: kwargs.pop(name) for name in CONNECTION_FLAGS}
         workers = kwargs.pop("workers", None)
         extra = {"workers": workers} if workers else {}
-        return command(storage=make_storage(endpoint, region, access_key, addressing, **extra), **kwargs)
+        with sigterm_as_interrupt():
+            return command(storage=make_storage(connection, **extra), **kwargs)
     return connection_options(wrapper)
 
 
@@ -76,9 +107,12 @@ def workers_option(command: Callable) -> Callable:
 
 
 def report_copy(report) -> None:
-    """One summary line for a copy."""
+    """One line per path left out (on stderr), then one summary line for a copy."""
+    for entry in report.left_out:
+        click.echo(f"not copied: {entry}", err=True)
+    left_out = f", {len(report.left_out)} not copied" if report.left_out else ""
     click.echo(f"{len(report.copied)} copied ({report.bytes_copied / 1e6:.1f} MB), "
-               f"{len(report.skipped)} skipped as identical")
+               f"{len(report.skipped)} skipped as identical{left_out}")
 
 
 @click.group()
@@ -122,10 +156,11 @@ def ls(storage, url: str) -> None:
 @obs.command()
 @click.argument("url")
 @click.option("--recursive", "-r", is_flag=True, help="Remove every object under the folder URL.")
+@click.option("--force", is_flag=True, help="Allow -r on a whole bucket (obs://bucket/).")
 @with_storage
-def rm(storage, url: str, recursive: bool) -> None:
-    """Remove the object URL, or with -r everything under it."""
-    click.echo(f"deleted {storage.remove(url, recursive=recursive)} object(s)")
+def rm(storage, url: str, recursive: bool, force: bool) -> None:
+    """Remove the object URL, or with -r everything under it (a whole bucket also needs --force)."""
+    click.echo(f"deleted {storage.remove(url, recursive=recursive, force=force)} object(s)")
 
 
 @click.command()
