@@ -16,6 +16,7 @@ from typing import Any, Callable
 from .artifacts import CONFIG_JSON, INFERENCE_CODE, artifact_path
 from .errors import MnistSdkError, PackageError
 from .deployment import check_on_engine, engine_for
+from .runtimes import installed
 from .package_rules import Problem, check_config
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,18 @@ def check_package(model_dir: str | Path, *, smoke: bool = True, runtime: str | N
     read_signature_inputs(model_dir, problems)
     problems += check_imports(model_dir, config)
     service_ok = check_service_class(model_dir, problems)
+    engine = engine_for(config, runtime)
+    live = bool(smoke and engine is not None and (live if live is not None else installed(engine) is not None))
     answers: dict[str, Any] = {}
     if smoke and service_ok and not problems:
-        problems += smoke_test(model_dir, config, answers)
-    engine = engine_for(config, runtime)
+        local = smoke_test(model_dir, config, answers)
+        if local and live:  # e.g. TF 1.x code (tf.Session): the engine it is written for decides
+            logger.warning("the package does not run with this process's TensorFlow; judged on %s alone: %s",
+                           engine.name, local[0])
+        else:
+            problems += local
     if engine is not None and not problems:  # a package ModelArts refuses anyway is not run on the engine
-        problems += check_on_engine(model_dir, config, engine, live=live if smoke else False,
-                                    local_answers=answers, echo=echo)
+        problems += check_on_engine(model_dir, config, engine, live=live, local_answers=answers, echo=echo)
     return problems
 
 

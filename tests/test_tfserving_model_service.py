@@ -208,3 +208,11 @@ def test_self_model_describes_the_model_as_the_platforms_model_def(tf1_service):
     assert model.model_signature == "predict_images" and model.model_name == tf1_service.model_name
     assert model.model_inputs == {"images": tf.float32} and model.model_outputs == {"scores": tf.float32}
     assert model.model_path == tf1_service.model_path
+
+
+def test_a_service_that_loads_its_own_model_describes_no_signature():
+    class OwnLoader(TfServingBaseService):
+        def __init__(self, model_name, model_path):  # TF 1.x packages skip the base class's loader
+            self.model_name, self.model_path = model_name, model_path
+
+    assert OwnLoader("mnist", "/nowhere").describe_signature() is None

@@ -65,8 +65,10 @@ class TfServingBaseService(SingleNodeService):
                 name, list(array.shape), self.signature_name, info.shape))
         return array
 
-    def describe_signature(self) -> Dict[str, Any]:
-        """The served signature: name, and dtype/shape of each input and output."""
+    def describe_signature(self) -> Optional[Dict[str, Any]]:
+        """The served signature: name, and dtype/shape of each input and output (None if never loaded)."""
+        if not hasattr(self, "signature_name"):  # TF 1.x packages override __init__ and load their own
+            return None
         return {"name": self.signature_name,
                 "inputs": {n: describe_info(i) for n, i in self.signature.inputs.items()},
                 "outputs": {n: describe_info(i) for n, i in self.signature.outputs.items()}}
