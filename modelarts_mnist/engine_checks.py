@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import EngineError
-from .package_rules import Problem, problem
+from .package_rules import Problem, declared_requirements, problem
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ REGISTRY_DIR = Path(__file__).parent / "data" / "op_registry"
 CACHE_ENV = "MODELARTS_MNIST_CACHE"
 VERDICTS_FILE = "pip-verdicts.json"
 VERDICT_TTL = 7 * 24 * 3600  # a new release can make a requirement installable; look again after a week
-RESTRAINT_OPERATORS = {"EXACT": "==", "ATLEAST": ">=", "ATMOST": "<="}
 # ModelArts' oldest images are Ubuntu 18.04 (glibc 2.27) on x86_64: a wheel that installs there installs on all.
 ENGINE_PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 28)),
                     "linux_x86_64")
@@ -329,20 +328,6 @@ def check_dependencies_installable(config: Any, python_version: str, *,
             newest = f"newest there is {verdict['newest']}" if verdict["newest"] else "no release there"
             problems.append(problem(path, f"{requirement} is not installable on Python {python} ({newest})"))
     return problems
-
-
-def declared_requirements(config: Any) -> Iterator[tuple[str, str]]:
-    """(JSON path, pip requirement) of each well-formed config.json pip package (check_config reports the rest)."""
-    dependencies = config.get("dependencies") if isinstance(config, dict) else None
-    for i, dependency in enumerate(dependencies if isinstance(dependencies, list) else []):
-        packages = dependency.get("packages") if isinstance(dependency, dict) else None
-        for j, package in enumerate(packages if isinstance(packages, list) else []):
-            name = package.get("package_name") if isinstance(package, dict) else None
-            if not isinstance(name, str) or not name:
-                continue
-            version = package.get("package_version") or ""
-            operator = RESTRAINT_OPERATORS.get(package.get("restraint"), "==") if version else ""
-            yield f"$.dependencies[{i}].packages[{j}]", f"{name}{operator}{version}"
 
 
 def pip_verdicts(requirements: list[str], python: str) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,8 @@ MODEL_TYPES = {"TensorFlow", "MXNet", "Spark_MLlib", "Caffe", "Scikit_Learn", "X
                "MindSpore", "Image"}
 # The docs' own examples misspell `applicaton/json`; ModelArts evidently accepts it.
 CONTENT_TYPES = {"application/json", "applicaton/json", "multipart/form-data"}
-RESTRAINTS = {"EXACT", "ATLEAST", "ATMOST"}
+RESTRAINT_OPERATORS = {"EXACT": "==", "ATLEAST": ">=", "ATMOST": "<="}  # config.json restraint -> pip operator
+RESTRAINTS = set(RESTRAINT_OPERATORS)
 # "list" appears in deployed configs' response schemas; ModelArts' import accepts it as an array.
 SCHEMA_TYPES = {"object", "array", "list", "string", "number", "integer", "boolean", "null", "file"}
 METRICS = ("f1", "recall", "precision", "accuracy")
@@ -196,3 +197,19 @@ def check_health(config: dict, image: bool) -> Iterator:
         yield problem("$.health.url", "required string missing")
     elif health.get("protocol", "http") != "http":
         yield problem("$.health.protocol", "must be http")
+
+
+def declared_requirements(config: Any) -> Iterator[tuple[str, str]]:
+    """(JSON path, pip requirement) of each well-formed pip package config.json declares (check_config reports the rest)."""
+    dependencies = config.get("dependencies") if isinstance(config, dict) else None
+    for i, dependency in enumerate(dependencies if isinstance(dependencies, list) else []):
+        if not isinstance(dependency, dict) or dependency.get("installer", "pip") != "pip":
+            continue
+        packages = dependency.get("packages")
+        for j, package in enumerate(packages if isinstance(packages, list) else []):
+            name = package.get("package_name") if isinstance(package, dict) else None
+            if not isinstance(name, str) or not name:
+                continue
+            version = package.get("package_version") or ""
+            operator = RESTRAINT_OPERATORS.get(package.get("restraint"), "==") if version else ""
+            yield f"$.dependencies[{i}].packages[{j}]", f"{name}{operator}{version}"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .errors import EngineError
+from .package_rules import declared_requirements
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ RUNTIMES_ENV = "MODELARTS_MNIST_RUNTIMES"  # where the environments live
 PIP_FOR_OLD_PYTHON = "pip<22"  # the newest pip for Python 3.6
 STAMP = "modelarts-runtime.json"
 SHIM_PACKAGES = ("model_service", "log", "metric")  # what the local runtime adds to every engine, as ModelArts' image does
-RESTRAINTS = {"EXACT": "==", "ATLEAST": ">=", "ATMOST": "<="}
 PIP_TIMEOUT = 1800
 
 
@@ -365,17 +365,7 @@ def describe(environment: Environment) -> dict[str, Any]:
 
 def requirements_of(config: dict[str, Any]) -> list[str]:
     """pip requirement strings for config.json's `dependencies` (EXACT ==, ATLEAST >=, ATMOST <=)."""
-    found = []
-    for dependency in config.get("dependencies") or []:
-        if not isinstance(dependency, dict) or dependency.get("installer", "pip") != "pip":
-            continue
-        for package in dependency.get("packages") or []:
-            if not isinstance(package, dict) or not package.get("package_name"):
-                continue
-            version = str(package.get("package_version") or "")
-            operator = RESTRAINTS.get(str(package.get("restraint", "")).upper(), "==")
-            found.append(f"{package['package_name']}{operator}{version}" if version else str(package["package_name"]))
-    return found
+    return [requirement for _, requirement in declared_requirements(config)]
 
 
 def link_base(layer: Path, base: Environment) -> None:
