@@ -122,3 +122,15 @@ def import_tensorflow(model_dir: Any) -> None:
     finally:
         if hide:
             del sys.modules["sklearn"]
+
+
+def preload_tensorflow(config: Any) -> None:
+    """Import TensorFlow once in the master, so forked workers skip its seconds-long import.
+
+    Only the import: TensorFlow's runtime (thread pools, eager context) starts on first use,
+    after the fork, in each worker. A package without a SavedModel never pays for it.
+    """
+    if config.model_dir is not None:
+        limit_tf_threads(config.tf_threads or 1)  # environment first: TensorFlow reads it when it starts
+        import_tensorflow(config.model_dir)
+

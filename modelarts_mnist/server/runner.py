@@ -18,7 +18,7 @@ from werkzeug.wsgi import ClosingIterator
 from ..errors import ServeError
 from ..loader import find_service_class
 from .app import SLOT_KEY, ServeConfig, create_app
-from .loading import import_tensorflow, limit_tf_threads
+from .loading import preload_tensorflow
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("modelarts_mnist.server.access")
@@ -197,15 +197,3 @@ def answers(family: int, address: tuple) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.settimeout(2)
         return probe.connect_ex(target) == 0
-
-
-def preload_tensorflow(config: ServeConfig) -> None:
-    """Import TensorFlow once in the master, so forked workers skip its seconds-long import.
-
-    Only the import: TensorFlow's runtime (thread pools, eager context) starts on first use,
-    after the fork, in each worker. A package without a SavedModel never pays for it.
-    """
-    if config.model_dir is not None:
-        limit_tf_threads(config.tf_threads or 1)  # environment first: TensorFlow reads it when it starts
-        import_tensorflow(config.model_dir)
-
