@@ -1,7 +1,6 @@
 """The local online service: ModelArts' inference API (`POST /`), `/health`, and the /ui page."""
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -10,8 +9,9 @@ from typing import Any, Callable
 from flask import Flask, Request, Response, redirect, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from ..errors import MnistSdkError, ModelNotReady, PayloadTooLarge, Unauthorized
+from ..errors import MnistSdkError, ModelNotReady, PayloadTooLarge
 from ..loader import inference_failed
+from .auth import check_token
 from .errors import TOO_LARGE, register_error_handlers
 from .info import describe_model
 from .loading import WARMUP_KEY, ModelSlot, import_tensorflow, limit_tf_threads, warm_up
@@ -115,13 +115,6 @@ def check_length(req: Request, limit: int) -> None:
         length = req.content_length
         if length is not None and length > limit:
             raise PayloadTooLarge(TOO_LARGE)
-
-
-def check_token(req: Request, token: bytes) -> None:
-    """Unauthorized unless X-Auth-Token matches (compared in constant time)."""
-    given = req.headers.get("X-Auth-Token", "").encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(given, token):
-        raise Unauthorized("missing or wrong X-Auth-Token" if given else "X-Auth-Token header is required")
 
 
 def current_request() -> Request:
