@@ -5,6 +5,7 @@ or of a folder of the four `.gz` files, or `download` (the public mirrors, tried
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -13,15 +14,15 @@ import logging
 import shutil
 import urllib.error
 import urllib.request
-import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from . import idx
 from .errors import DataError
+from .files import Writer, partial_path, recover_folder, replace_folder, sweep_partials, write_bytes
 from .progress import progress
 
 logger = logging.getLogger(__name__)
@@ -76,33 +77,52 @@ def prepare_dataset(
     *,
     mirrors: Iterable[str] = MIRRORS,
     canonical: Canonical = MNIST,
+    write: Writer = write_bytes,
 ) -> Path:
     """Write the eight files of the tutorial's dataset folder to `out`, atomically; return `out`.
 
+    The new folder is built beside `out` and swapped in with one rename, so `out` is at every
+    instant the old folder or the new one, even when the run is killed; leftovers of killed runs
+    are put back or swept first. `write` writes each file (tests inject a full disk).
+
     Raises DataError if `out` is a non-empty folder and `force` is not set, if the source is
-    missing or malformed, or (with `verify`) if a full-size set does not match `canonical`.
+    missing or malformed, if the disk is full or not writable (`out` is then left as it was),
+    or (with `verify`) if a full-size set does not match `canonical`.
     """
     out = Path(out)
     if out.name in ("", ".", ".."):  # the staging folder is named after the target
         out = out.resolve()
+    recover_folder(out)
+    sweep_partials(out.parent, out.name)
     check_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkdtemp: its 0700 mode would stick to the published folder; mkdir honours the umask.
-    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    staging.mkdir()
+    staging = partial_path(out)
     try:
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # Not mkdtemp: its 0700 mode would stick to the published folder; mkdir honours the umask.
+            staging.mkdir()
         found = read_source(source, staging / ".download", mirrors=mirrors)
         counts = check_found(found)
         if verify:
             verify_canonical({n: f.raw for n, f in found.items()}, counts, canonical, source)
         shutil.rmtree(staging / ".download", ignore_errors=True)
-        write_files(found, staging)
-        publish(staging, out)
-    except BaseException:
+        with writing(out):
+            write_files(found, staging, write=write)
+            replace_folder(staging, out)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("wrote %s: %d train / %d test images from %s", out, counts["train"], counts["t10k"], source)
     return out
+
+
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """Turn a failed write (full disk, read-only, a file in the way) into a DataError naming `out`."""
+    try:
+        yield
+    except OSError as exc:
+        state = "it was left as it was" if out.exists() else "nothing was written"
+        raise DataError(f"cannot write {out}: {exc.strerror or exc} ({exc.filename or out}); {state}") from exc
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -111,22 +131,6 @@ def check_target(out: Path, force: bool) -> None:
         raise DataError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise DataError(f"{out}: folder exists and is not empty (use --force to replace it)")
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Rename `staging` to `out`; an old `out` is moved aside first and restored if that fails."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        out.rename(old)
-    try:
-        staging.rename(out)
-    except OSError:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_source(source: str, workdir: Path, *, mirrors: Iterable[str] = MIRRORS) -> dict[str, Found]:
@@ -344,9 +348,9 @@ def verify_canonical(
         )
 
 
-def write_files(found: dict[str, Found], folder: Path) -> None:
+def write_files(found: dict[str, Found], folder: Path, *, write: Writer = write_bytes) -> None:
     """Write each file raw and as .gz (the source's own .gz bytes when it had them)."""
     for name, item in found.items():
-        (folder / name).write_bytes(item.raw)
+        write(folder / name, item.raw)
         gz = item.gz if item.gz is not None else compress(item.raw, f"{name}.gz")
-        (folder / f"{name}.gz").write_bytes(gz)
+        write(folder / f"{name}.gz", gz)

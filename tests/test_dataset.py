@@ -286,3 +286,119 @@ def test_decompress_reads_multi_member_gzip_and_names_truncation():
 def test_read_source_embedded_matches_the_embedded_arrays(tmp_path, embedded_arrays):
     found = read_source("embedded", tmp_path)
     np.testing.assert_array_equal(idx.parse(found["t10k-labels-idx1-ubyte"].raw), embedded_arrays[3])
+
+
+# --- never missing, never half-written ------------------------------------------------------------
+
+def dead_pid() -> int:
+    """The id of a process that has exited (so its leftovers count as abandoned)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def full_disk_after(n_files: int):
+    """A writer that writes `n_files` files, then fails on the next like a full disk (after half of it)."""
+    import errno
+
+    from modelarts_mnist.files import write_bytes
+
+    written = []
+
+    def write(path: Path, data: bytes) -> None:
+        if len(written) == n_files:
+            write_bytes(path, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_bytes(path, data)
+        written.append(path)
+    return write
+
+
+@pytest.mark.parametrize("n_files", [0, 5], ids=["first-file", "sixth-file"])
+def test_a_full_disk_names_the_folder_and_leaves_the_old_one_whole(tmp_path, embedded_arrays, n_files):
+    out = tmp_path / "dataset-mnist"
+    prepare_dataset(out)
+    with pytest.raises(DataError, match=f"cannot write {out}: No space left on device .*left as it was") as caught:
+        prepare_dataset(out, force=True, write=full_disk_after(n_files))
+    assert "\n" not in str(caught.value)
+    assert_dataset(out, embedded_arrays)
+    assert leftovers(tmp_path, keep="dataset-mnist") == []
+
+
+def test_a_full_disk_on_a_new_folder_leaves_nothing(tmp_path):
+    with pytest.raises(DataError, match="No space left on device.*nothing was written"):
+        prepare_dataset(tmp_path / "dataset-mnist", write=full_disk_after(3))
+    assert leftovers(tmp_path) == []
+
+
+def test_force_swaps_in_one_step_and_the_fallback_restores_a_half_done_swap(tmp_path, embedded_arrays):
+    from modelarts_mnist.files import replace_folder
+
+    out, new = tmp_path / "target", tmp_path / "new"
+    for folder, text in ((out, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "f.txt").write_text(text)
+    seen = []
+
+    def swap_and_look(a: Path, b: Path) -> bool:
+        from modelarts_mnist.files import exchange
+
+        done = exchange(a, b)
+        seen.append((out / "f.txt").read_text())  # the target is whole right after the one step
+        return done
+    replace_folder(new, out, swap=swap_and_look)
+    assert seen == ["new"] and (out / "f.txt").read_text() == "new" and leftovers(tmp_path, keep="target") == []
+
+
+def test_a_run_killed_between_the_fallback_renames_is_recovered_by_the_next(tmp_path, embedded_arrays):
+    out = tmp_path / "dataset-mnist"
+    prepare_dataset(out)
+    # What the no-exchange fallback leaves when killed after moving the old folder aside, plus a dead staging.
+    out.rename(tmp_path / f".dataset-mnist.mnist-partial-{dead_pid()}-0123abcd.old")
+    (tmp_path / f".dataset-mnist.mnist-partial-{dead_pid()}-4567cdef").mkdir()
+    with pytest.raises(DataError, match="not empty"):
+        prepare_dataset(out)  # the old folder is back, and not overwritten without --force
+    assert_dataset(out, embedded_arrays)
+    assert leftovers(tmp_path, keep="dataset-mnist") == []
+    live = tmp_path / ".dataset-mnist.mnist-partial-1-89abcdef"  # pid 1 runs: a concurrent run's staging
+    live.mkdir()
+    prepare_dataset(out, force=True)
+    assert leftovers(tmp_path, keep="dataset-mnist") == [live.name]
+
+
+def test_prepare_killed_at_any_moment_never_leaves_the_folder_missing(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    out = tmp_path / "dataset-mnist"
+    command = [sys.executable, "-m", "modelarts_mnist", "data", "prepare", "--out", str(out), "--force"]
+    subprocess.run(command, check=True, capture_output=True)
+    missing, stop = [], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if not (out / "train-images-idx3-ubyte.gz").is_file():
+                missing.append(time.monotonic())
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    rng = random.Random(13)
+    try:
+        for _ in range(6):
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.6, 1.6))  # import, build, swap or clean-up: wherever it is
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            assert sorted(p.name for p in out.iterdir()) == EIGHT
+    finally:
+        stop.set()
+        watcher.join()
+    assert missing == []
+    subprocess.run(command, check=True, capture_output=True)
+    assert leftovers(tmp_path, keep="dataset-mnist") == []
