@@ -13,6 +13,7 @@ from ..errors import MnistSdkError, ModelNotReady, PayloadTooLarge
 from ..loader import inference_failed
 from .auth import check_token
 from .errors import TOO_LARGE, register_error_handlers
+from .headers import add_security_headers
 from .info import describe_model
 from .loading import WARMUP_KEY, ModelSlot, import_tensorflow, limit_tf_threads, warm_up
 from .requests import buffer_unsized_body, parse_request
@@ -47,10 +48,12 @@ def create_app(service: Any = None, config: ServeConfig | None = None, *,
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the order user code chose
     slot = app.extensions[SLOT_KEY] = ModelSlot(service)
     register_error_handlers(app)
+    add_security_headers(app)
     add_guards(app, config)
     add_routes(app, slot, config.ready_gate)
     app.register_blueprint(create_ui_blueprint(
-        partial(describe_service, config, slot), lambda data: slot.get()._preprocess(data)))
+        partial(describe_service, config, slot), lambda data: slot.get()._preprocess(data),
+        auth_token=config.auth_token))
     if service is None:
         start_loading(app, slot, config, loader or load_package)
     return app

@@ -11,16 +11,21 @@ from flask import Blueprint, Response, jsonify, request
 from PIL import Image
 
 from ..errors import InferenceFailed, InvalidInput, MnistSdkError
+from .auth import check_token
 from .errors import render_sdk_error
 from .requests import parse_request
 
 STATIC_DIR = Path(__file__).with_name("static")
 FIELD = "images"
+# The page and its files reveal nothing and run nothing: a browser loads them before the user has
+# typed the token. Everything else the blueprint serves needs it.
+PUBLIC_ENDPOINTS = ("ui.page", "ui.static")
 SIDE = 28
 
 
 def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
-                        preprocess: Callable[[dict], dict] | None = None) -> Blueprint:
+                        preprocess: Callable[[dict], dict] | None = None, *,
+                        auth_token: str | None = None) -> Blueprint:
     """Build the /ui blueprint: the page, its static files, /ui/model.json and /ui/preview.
 
     create_app registers it as (the service may still be loading, hence the late lookups)::
@@ -33,6 +38,8 @@ def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
         model_info: returns the JSON served at GET /ui/model.json (see info.describe_model).
         preprocess: the service's `_preprocess`; POST /ui/preview runs only it on an upload so the
             page shows the 28x28 image the model is given. Without it the preview answers 404.
+        auth_token: when set, every route but the page and its static files needs it in
+            X-Auth-Token (the page asks the user for it); new routes are guarded by default.
     """
     bp = Blueprint("ui", __name__, url_prefix="/ui", static_folder=str(STATIC_DIR),
                    static_url_path="/static")
@@ -54,6 +61,14 @@ def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
             raise InvalidInput("preview: this service offers no preprocessing hook",
                                http_status=404, error_code="MR.0101")
         return jsonify({"images": preview_images(parse_request(request._get_current_object()), preprocess)})
+
+    if auth_token:  # as the app decides: an empty token means none
+        token = auth_token.encode("utf-8")
+
+        @bp.before_request
+        def guard() -> None:
+            if request.endpoint not in PUBLIC_ENDPOINTS:
+                check_token(request._get_current_object(), token)  # type: ignore[attr-defined]
 
     bp.register_error_handler(MnistSdkError, render_sdk_error)
     return bp

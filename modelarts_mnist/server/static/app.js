@@ -7,11 +7,13 @@
   const serviceUrl = new URL("../", window.location.href).href;
   const previewUrl = new URL("preview", window.location.href).href;
   const modelUrl = new URL("model.json", window.location.href).href;
+  // The token lives only in this tab (sessionStorage), never in the page's URL or in a cookie.
+  const TOKEN_KEY = "modelarts-mnist.auth-token";
 
   const $ = (id) => document.getElementById(id);
   const pad = $("pad");
   const ctx = pad.getContext("2d");
-  const state = { file: null, strokes: 0, drawing: null, busy: false, downloadUrl: null };
+  const state = { file: null, strokes: 0, drawing: null, busy: false, downloadUrl: null, modelTimer: null };
   window.predictionTimes = []; // performance.now() when each answer was shown (read by tests)
 
   // ---- drawing -----------------------------------------------------------------------------
@@ -107,10 +109,8 @@
   async function send(url, image) {
     const form = new FormData();
     form.append(FIELD, image.blob, image.name);
-    const token = $("token").value.trim();
-    const headers = token ? { "X-Auth-Token": token } : {};
     const started = performance.now();
-    const response = await fetch(url, { method: "POST", body: form, headers });
+    const response = await fetch(url, { method: "POST", body: form, headers: authHeaders() });
     const text = await response.text();
     let body = null;
     try { body = JSON.parse(text); } catch (ignored) { body = null; }
@@ -202,10 +202,12 @@
       const value = Math.max(0, Math.min(1, Number(probability) || 0));
       const item = document.createElement("li");
       item.setAttribute("aria-label", `digit ${label}: ${percent(probability)}`);
-      item.innerHTML = '<span class="name"></span><span class="track" aria-hidden="true"><span class="fill"></span></span><span class="value"></span>';
-      item.querySelector(".name").textContent = label;
-      item.querySelector(".fill").style.width = `${(value * 100).toFixed(1)}%`;
-      item.querySelector(".value").textContent = percent(probability);
+      const track = span("track", "");
+      track.setAttribute("aria-hidden", "true");
+      const fill = span("fill", "");
+      fill.style.width = `${(value * 100).toFixed(1)}%`; // a CSSOM property: allowed by style-src 'self'
+      track.append(fill);
+      item.append(span("name", label), track, span("value", percent(probability)));
       list.append(item);
     }
   }
@@ -231,19 +233,24 @@
     link.href = state.downloadUrl;
     link.download = image.name;
     link.hidden = false;
-    const token = $("token").value.trim() ? " -H 'X-Auth-Token: <your token>'" : "";
+    const token = currentToken() ? " -H 'X-Auth-Token: <your token>'" : "";
     $("curl").textContent = `curl -X POST${token} -F ${shellQuote(`${FIELD}=@${image.name}`)} ${serviceUrl}`;
   }
 
   // ---- model description -------------------------------------------------------------------
   async function loadModel() {
+    window.clearTimeout(state.modelTimer); // one poll at a time, however often the token changes
     try {
-      const response = await fetch(modelUrl);
+      const response = await fetch(modelUrl, { headers: authHeaders() });
+      if (response.status === 401) {
+        askForToken();
+        return;
+      }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const info = await response.json();
       showModel(info);
       // The service loads its model in the background; ask again until it is ready.
-      if (info.ready === false) window.setTimeout(loadModel, 1000);
+      if (info.ready === false) state.modelTimer = window.setTimeout(loadModel, 1000);
     } catch (error) {
       $("model-summary").textContent = `Model information unavailable (${error.message || error}).`;
       $("model").replaceChildren();
@@ -298,8 +305,42 @@
       .join(", ");
   }
 
+  // ---- the service's token ------------------------------------------------------------------
+  function currentToken() { return $("token").value.trim(); }
+  function authHeaders() {
+    const token = currentToken();
+    return token ? { "X-Auth-Token": token } : {};
+  }
+
+  function askForToken() {
+    const summary = currentToken() ? "The X-Auth-Token entered under Options is not the service's"
+      : "This service needs an X-Auth-Token: enter it under Options";
+    $("model-summary").textContent = `${summary} (the service was started with --auth-token).`;
+    $("model").replaceChildren();
+    $("options").closest("details").open = true;
+  }
+
+  function useToken() {
+    const token = currentToken();
+    try {
+      if (token) window.sessionStorage.setItem(TOKEN_KEY, token);
+      else window.sessionStorage.removeItem(TOKEN_KEY);
+    } catch (ignored) { /* storage disabled: the token still works until the tab closes */ }
+    loadModel();
+  }
+
+  function restoreToken() {
+    try { $("token").value = window.sessionStorage.getItem(TOKEN_KEY) || ""; } catch (ignored) { /* none */ }
+  }
+
   // ---- small helpers -----------------------------------------------------------------------
   function note(text) { $("source-note").textContent = text; }
+  function span(className, text) {
+    const element = document.createElement("span");
+    element.className = className;
+    element.textContent = text;
+    return element;
+  }
   function status(text) { $("status").textContent = text; }
   function percent(value) { return `${(Number(value) * 100).toFixed(1)}%`; }
   function formatBytes(n) { return n < 1024 ? `${n} B` : `${(n / 1024).toFixed(1)} KB`; }
@@ -329,7 +370,8 @@
   }
   $("clear").addEventListener("click", () => { clearPad(); $("file").value = ""; });
   $("predict").addEventListener("click", predict);
-  $("options").addEventListener("submit", (event) => { event.preventDefault(); predict(); });
+  $("options").addEventListener("submit", (event) => { event.preventDefault(); useToken(); predict(); });
+  $("token").addEventListener("change", useToken);
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
   const zone = $("dropzone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
@@ -339,6 +381,7 @@
     zone.classList.remove("over");
     useFile(event.dataTransfer.files[0]);
   });
+  restoreToken();
   clearPad();
   loadModel();
 })();
