@@ -1,12 +1,17 @@
-"""A faster way to run a one-input, one-output signature: TensorFlow Lite (XNNPACK), checked at load time.
+"""A faster way to run a one-input, one-output signature: LiteRT (TFLite, XNNPACK), checked before use.
 
 Calling a SavedModel signature costs 0.4-1 ms of TensorFlow overhead per call, whatever the batch;
-the same graph converted to TFLite runs a 28x28 digit in ~0.15 ms. The converted model is used only
-after it gave the signature's outputs to within TOLERANCE on reference inputs; otherwise the
-service keeps calling the signature. Set MODELARTS_MNIST_LITE=0 to turn it off. Only the eager
-(TF 2 loader) signature can take it; the v1 Session path, and TensorFlow 1.x, never do.
+the same graph converted to a LiteRT flatbuffer runs a 28x28 digit in ~0.15 ms. The converted model
+is used only after it gave the signature's outputs to within TOLERANCE on reference inputs;
+otherwise the service keeps calling the signature. Set MODELARTS_MNIST_LITE=0 to turn it off.
+
+This module holds what both ways of using it share: the interpreter pool, the reference inputs, the
+cache folder and key. lite_engine.py serves a converted model in a process without TensorFlow;
+build_lite_path below is the in-process way, for services that load TensorFlow anyway (eager TF 2
+loader only; the v1 Session path, and TensorFlow 1.x, never take it).
 """
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -23,6 +28,7 @@ REFERENCE_BATCHES = (1, 7, 64)
 SWITCH_ENV = "MODELARTS_MNIST_LITE"
 CACHE_ENV = "MODELARTS_MNIST_CACHE"  # shared with the OBS mirror; converted models go in its lite/
 FLOAT_TYPES = ("float16", "bfloat16", "float32", "float64")
+KEY_FORMAT = b"modelarts-mnist lite 2\n"  # changes the key of every SavedModel when the cache layout changes
 
 
 class LitePath:
@@ -70,12 +76,19 @@ class Runner:
 
 
 def new_interpreter(flatbuffer: bytes) -> Any:
-    """A single-threaded TFLite interpreter (one per worker thread; workers share the cores)."""
-    import tensorflow as tf
+    """A single-threaded interpreter (one per worker thread; workers share the cores).
 
-    with warnings.catch_warnings():  # TF 2.21 announces the move to ai_edge_litert on every creation
-        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-        return tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+    LiteRT's (ai_edge_litert, tf.lite's maintained successor) when installed, else tf.lite's.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # TF 2.21 announces the move to ai_edge_litert on every creation
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+    return Interpreter(model_content=flatbuffer, num_threads=1)
 
 
 def build_lite_path(signature: Any, *, converter: Optional[Callable[[Any, Callable], bytes]] = None,
@@ -127,8 +140,7 @@ def cached_conversion(model_path: Optional[str], make: Callable[[], bytes]) -> b
     key = saved_model_key(Path(model_path)) if model_path else None
     if key is None:
         return make()
-    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "modelarts-mnist") / "lite"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_folder()
     target = folder / f"{key}.tflite"
     with open(folder / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # workers starting together: one converts, the others wait
@@ -141,32 +153,60 @@ def cached_conversion(model_path: Optional[str], make: Callable[[], bytes]) -> b
         return flatbuffer
 
 
-def saved_model_key(model_path: Path) -> Optional[str]:
-    """A digest of the SavedModel's graph and variables and the TF version; None if it is not on disk."""
-    import tensorflow as tf
+def cache_folder() -> Path:
+    """Where converted models are kept: $MODELARTS_MNIST_CACHE/lite, else ~/.cache/modelarts-mnist/lite."""
+    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "modelarts-mnist") / "lite"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
+
+def saved_model_key(model_path: Path) -> Optional[str]:
+    """A digest of the SavedModel's content (saved_model.pb and variables/); None if it is not on disk.
+
+    Read without TensorFlow, so a serving process can find its converted model without importing it.
+    """
     graph = model_path / "saved_model.pb"
     if not graph.is_file():
         return None
-    digest = hashlib.sha256(tf.__version__.encode())
-    for path in [graph] + sorted((model_path / "variables").glob("*")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    files = [graph] + sorted(p for p in (model_path / "variables").glob("*") if p.is_file())
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return content_digest(stats)
+
+
+@functools.lru_cache(maxsize=16)
+def content_digest(stats: Tuple[Tuple[str, int, int], ...]) -> str:
+    """sha256 over the files' names and bytes (memoised on their sizes and times: workers ask often)."""
+    digest = hashlib.sha256(KEY_FORMAT)
+    for path, _, _ in stats:
+        digest.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
     return digest.hexdigest()[:32]
 
 
-def largest_difference(lite: LitePath, signature: Any) -> float:
-    """Max |lite - signature| over reference batches: zeros, 0-1 and 0-255 uniform noise."""
-    (name, info), = signature.inputs.items()
+def reference_inputs(info: Any) -> List[np.ndarray]:
+    """The inputs both paths must agree on: batches of zeros, 0-1 and 0-255 uniform noise."""
     rng = np.random.RandomState(0)  # numpy 1.16 has no default_rng
+    return [(rng.random_sample([batch] + list(info.shape[1:])) * scale).astype(info.numpy_dtype)
+            for batch in REFERENCE_BATCHES for scale in (0.0, 1.0, 255.0)]
+
+
+def difference(expected: np.ndarray, got: np.ndarray) -> float:
+    """max |expected - got|, inf when either holds a NaN (max() would silently skip it) or shapes differ."""
+    if np.shape(expected) != np.shape(got):
+        return float("inf")
+    value = float(np.max(np.abs(np.asarray(expected, np.float64) - got), initial=0.0))
+    return float("inf") if np.isnan(value) else value
+
+
+def largest_difference(lite: LitePath, signature: Any) -> float:
+    """Max |lite - signature| over the reference inputs."""
+    (name, info), = signature.inputs.items()
     worst = 0.0
-    for batch in REFERENCE_BATCHES:
-        for scale in (0.0, 1.0, 255.0):
-            feed = (rng.random_sample([batch] + info.shape[1:]) * scale).astype(info.numpy_dtype)
-            expected = next(iter(signature({name: feed}).values()))
-            got = next(iter(lite({name: feed}).values()))
-            difference = float(np.max(np.abs(expected.astype(np.float64) - got)))
-            if np.isnan(difference):  # max() would silently skip a NaN
-                return float("inf")
-            worst = max(worst, difference)
+    for feed in reference_inputs(info):
+        expected = next(iter(signature({name: feed}).values()))
+        got = next(iter(lite({name: feed}).values()))
+        worst = max(worst, difference(expected, got))
     return worst

@@ -1,14 +1,23 @@
-"""TfServingBaseService: the TensorFlow base class, serving the SavedModel in-process."""
+"""TfServingBaseService: the TensorFlow base class, serving the SavedModel in-process.
+
+The model runs on LiteRT without TensorFlow when lite_engine allows it, else on TensorFlow; either
+way self.model, self.signature and _inference behave alike (user code reading self.saved_model
+gets the TensorFlow SavedModel, loaded then if it was not).
+"""
+import logging
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .errors import ServingInputError
+from .lite_engine import plan_engine
 from .lite_path import build_lite_path
 from .model_service import SingleNodeService
 from .saved_model import DEFAULT_SIGNATURE, TensorInfo, load_saved_model, pick_signature, serving_signature
 
 __all__ = ["TfServingBaseService", "fits", "pick_signature", "DEFAULT_SIGNATURE"]
+
+logger = logging.getLogger(__name__)
 
 
 class TfServingBaseService(SingleNodeService):
@@ -16,18 +25,46 @@ class TfServingBaseService(SingleNodeService):
 
     def __init__(self, model_name: str, model_path: str):
         super().__init__(model_name, model_path)
-        self.saved_model = self._load_model()
-        self.signature = serving_signature(self.saved_model, str(model_path))  # raises SignatureError
+        self.engine_plan = plan_engine(str(model_path), type(self))
+        if self.engine_plan.litert:
+            self.signature = self.engine_plan.signature
+            self.lite_path = self.signature.lite
+        else:
+            self.saved_model = self._load_model()
+            self.signature = serving_signature(self.saved_model, str(model_path))  # raises SignatureError
+            # Same scores, checked at load time, a fraction of the per-call cost; None: call the signature.
+            self.lite_path = (build_lite_path(self.signature, model_path=str(model_path))
+                              if self.signature.eager else None)
         self.signature_name = self.signature.name
         # What the real runtime's `self.model` is (its ModelDef): packages read these attributes.
         self.model = ModelDef(model_name, str(model_path), self.signature)
-        # Same scores, checked at load time, a fraction of the per-call cost; None: call the signature.
-        self.lite_path = (build_lite_path(self.signature, model_path=str(model_path))
-                          if self.signature.eager else None)
+
+    @property
+    def saved_model(self) -> Any:
+        """The SavedModel TensorFlow loaded; on LiteRT, loaded (TensorFlow imported) on first use."""
+        if "_saved_model" not in self.__dict__ and getattr(self, "engine_plan", None) is not None:
+            logger.warning("%s reads self.saved_model: loading the SavedModel with TensorFlow in this process",
+                           type(self).__name__)
+            self.__dict__["_saved_model"] = self._load_model()
+        try:
+            return self.__dict__["_saved_model"]
+        except KeyError:
+            raise AttributeError("saved_model") from None
+
+    @saved_model.setter
+    def saved_model(self, value: Any) -> None:
+        self.__dict__["_saved_model"] = value
 
     def _load_model(self) -> Any:
         """Load the SavedModel (tests override this with a fake holding `.signatures`)."""
         return load_saved_model(str(self.model_path))
+
+    def describe_engine(self) -> Dict[str, Any]:
+        """Which engine runs the model and, when it is TensorFlow, why (see lite_engine)."""
+        plan = getattr(self, "engine_plan", None)
+        if plan is None:  # TF 1.x packages override __init__ and load their own model
+            return {"serving": "tensorflow", "litert": None, "fallback_reason": "the service loads its own model"}
+        return plan.describe()
 
     def _inference(self, data: Dict[str, Any]) -> Dict[str, list]:
         """Every key of data fed as-is to the signature, as the platform sends it to TF Serving.
@@ -114,11 +151,26 @@ class ModelDef:
 
 
 def as_dtype(name: str) -> Any:
-    """tf.as_dtype(name) when TensorFlow is loaded (it is, for a SavedModel), else the name."""
+    """tf.as_dtype(name) when TensorFlow is loaded, else a DType standing in for it (LiteRT path)."""
     import sys
 
     tf = sys.modules.get("tensorflow")
-    return tf.as_dtype(name) if tf is not None else name
+    return tf.as_dtype(name) if tf is not None else DType(name)
+
+
+class DType(str):
+    """A dtype's name that stands in for tf.DType without TensorFlow: equal to "float32" and to tf.float32."""
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    @property
+    def as_numpy_dtype(self) -> Any:
+        return np.dtype(str(self)).type
+
+    def __repr__(self) -> str:
+        return "tf.{}".format(str(self))
 
 
 def fits(shape: Sequence[int], dims: Optional[List[Optional[int]]]) -> bool:
