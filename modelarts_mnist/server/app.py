@@ -15,7 +15,7 @@ from .auth import check_token
 from .errors import TOO_LARGE, register_error_handlers
 from .headers import add_security_headers
 from .info import describe_model
-from .loading import WARMUP_KEY, ModelSlot, import_tensorflow, limit_tf_threads, warm_up
+from .loading import WARMUP_KEY, ModelSlot, prepare_engine, warm_up
 from .requests import buffer_unsized_body, parse_request
 from .ui import create_ui_blueprint
 
@@ -140,7 +140,11 @@ def describe_service(config: ServeConfig, slot: ModelSlot) -> dict[str, Any]:
 
 
 def describe_engine(config: ServeConfig, service: Any) -> dict[str, Any]:
-    """Which engine answers: a ModelArts runtime's environment, or this process (with their versions)."""
+    """Which engine answers: a ModelArts runtime's environment, or this process (with their versions).
+
+    In this process, a TfServingBaseService also says whether LiteRT or TensorFlow runs its model,
+    and why TensorFlow when it does (serving, litert, fallback_reason).
+    """
     import platform
     import sys
 
@@ -148,8 +152,11 @@ def describe_engine(config: ServeConfig, service: Any) -> dict[str, Any]:
     if config.runtime:
         return {"runtime": config.runtime, **(versions if isinstance(versions, dict) else {})}
     tf = sys.modules.get("tensorflow")
+    describe = getattr(service, "describe_engine", None)
+    model_engine = describe() if callable(describe) else {}
     return {"runtime": "local", "python": platform.python_version(),
-            "tensorflow": getattr(tf, "__version__", None)}
+            "tensorflow": getattr(tf, "__version__", None),
+            **(model_engine if isinstance(model_engine, dict) else {})}
 
 
 def start_loading(app: Flask, slot: ModelSlot, config: ServeConfig,
@@ -165,16 +172,14 @@ def start_loading(app: Flask, slot: ModelSlot, config: ServeConfig,
 
 
 def load_package(config: ServeConfig) -> Any:
-    """The service of the package in config.model_dir, with TensorFlow's pools sized first."""
+    """The service of the package in config.model_dir, its engine (LiteRT or TensorFlow) made ready first."""
     if config.model_dir is None:
         raise ValueError("ServeConfig.model_dir is required when no service is given")
     if config.engine_python is not None:  # the model side runs in the engine's interpreter; no TF here
         from ..remote import RemoteService
 
         return RemoteService(config.engine_python, config.model_dir, config.model_name)
-    if config.tf_threads:
-        limit_tf_threads(config.tf_threads)
-    import_tensorflow(config.model_dir)
+    prepare_engine(config.model_dir, config.tf_threads)  # LiteRT or TensorFlow: see model_service.lite_engine
     from ..loader import load_service
 
     return load_service(config.model_dir, config.model_name)

@@ -124,13 +124,35 @@ def import_tensorflow(model_dir: Any) -> None:
             del sys.modules["sklearn"]
 
 
-def preload_tensorflow(config: Any) -> None:
-    """Import TensorFlow once in the master, so forked workers skip its seconds-long import.
+def needs_tensorflow(model_dir: Any) -> bool:
+    """Whether the package's model runs on TensorFlow here (False: on LiteRT, converted and cached now).
 
-    Only the import: TensorFlow's runtime (thread pools, eager context) starts on first use,
-    after the fork, in each worker. A package without a SavedModel never pays for it.
+    The rule and its reasons are the runtime's (model_service.lite_engine), which also logs them.
+    """
+    if not (Path(model_dir) / "saved_model.pb").is_file():
+        return False  # no SavedModel: nothing for either engine to load
+    from model_service.lite_engine import prepare_engine
+
+    return bool(prepare_engine(str(model_dir)))
+
+
+def prepare_engine(model_dir: Any, tf_threads: int | None = None) -> None:
+    """Get the package's engine ready: convert its model for LiteRT once, or import TensorFlow.
+
+    TensorFlow's pools are sized (via its environment) before it is imported.
+    """
+    if needs_tensorflow(model_dir):
+        if tf_threads:
+            limit_tf_threads(tf_threads)
+        import_tensorflow(model_dir)
+
+
+def preload_tensorflow(config: Any) -> None:
+    """Get the engine ready once in the master, so forked workers skip the slow part.
+
+    A model served on LiteRT is converted here (once per SavedModel content, cached) and nobody
+    imports TensorFlow; otherwise TensorFlow is imported here, only the import: its runtime (thread
+    pools, eager context) starts on first use, after the fork, in each worker.
     """
     if config.model_dir is not None:
-        limit_tf_threads(config.tf_threads or 1)  # environment first: TensorFlow reads it when it starts
-        import_tensorflow(config.model_dir)
-
+        prepare_engine(config.model_dir, config.tf_threads or 1)
