@@ -20,13 +20,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .artifacts import BOOT_FILE, artifact_path
 from .errors import DataError, TrainingError
+from .files import write_atomic
+
+if TYPE_CHECKING:
+    from .storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +161,8 @@ def publish(reservation: Reservation) -> Path:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write JSON beside the target, then rename (readers never see half a file)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
+    """Write JSON beside the target, then rename (readers never see half a file, a full disk leaves none)."""
+    write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
 
 
 def die_with_parent() -> None:
@@ -293,3 +297,64 @@ def list_versions(root: str | os.PathLike) -> list[VersionInfo]:
         return []
     found = (describe(entry) for entry in root.iterdir() if entry.is_dir())
     return sorted((info for info in found if info is not None), key=lambda info: (info.name, info.path.name))
+
+
+# --- jobs whose data or output is on OBS -----------------------------------------------------------
+
+def remote_version_name(train_url: str, storage: "Storage") -> str:
+    """The version a remote train_url names, or one past the highest V000N already under it in the bucket.
+
+    Object stores have no atomic mkdir, so two jobs started at once on one remote root may pick the
+    same number; local roots are safe (see reserve).
+    """
+    name = train_url.rstrip("/").rsplit("/", 1)[-1]
+    if VERSION_PATTERN.match(name):
+        return name
+    prefixes, _ = storage.list(train_url.rstrip("/") + "/")  # full keys, e.g. 'mnist-model/V0001/'
+    names = [prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in prefixes]
+    return format_version(max((int(n[1:]) for n in names if VERSION_PATTERN.match(n)), default=0) + 1)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job: its version name, the local folder it was built in, and its remote URL when uploaded."""
+
+    name: str
+    path: Path
+    url: str | None = None
+
+    def __str__(self) -> str:
+        return self.url or str(self.path)
+
+
+def run_staged_job(data_url: str | os.PathLike, train_url: str | os.PathLike, extra_args: Sequence[str] = (), *,
+                   storage: "Storage | None" = None, say: Callable[[str], None] = log.info,
+                   **job_args) -> JobResult:
+    """Run a job whose data_url and train_url may be obs:// URLs, as ModelArts does.
+
+    Remote data is downloaded into a temporary folder, a remote train_url gets its next version
+    number from the bucket and the finished version is uploaded there, each file verified; local
+    paths are used as they are. `job_args` go to run_job.
+    """
+    from .storage import Storage, is_remote, stage_in, stage_out
+
+    data_url, train_url = str(data_url), str(train_url)
+    if not (is_remote(data_url) or is_remote(train_url)):
+        version = run_job(data_url, train_url, extra_args, **job_args)
+        return JobResult(version.name, version)
+    storage = storage or Storage()
+    with tempfile.TemporaryDirectory(prefix="modelarts-mnist-stage-") as cache:
+        local_data, local_train = data_url, train_url
+        if is_remote(data_url):
+            say(f"downloading {data_url} ...")
+            local_data = str(stage_in(data_url, Path(cache) / "data", storage=storage))
+        if is_remote(train_url):
+            local_train = str(Path(cache) / "output" / remote_version_name(train_url, storage))
+        version = run_job(local_data, local_train, extra_args, **job_args)
+        if not is_remote(train_url):
+            return JobResult(version.name, version)
+        root = train_url.rstrip("/")
+        remote = root if root.endswith("/" + version.name) else f"{root}/{version.name}"
+        stage_out(version, remote, storage=storage)  # before the staging folder goes away
+    say(f"uploaded {version.name} to {remote}")
+    return JobResult(version.name, version, remote)

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 REMOTE_SCHEMES = ("obs", "s3")
 DEFAULT_WORKERS = 8
 _DRIVE = re.compile(r"^[A-Za-z]:")  # `C:` starts an absolute path on Windows
+# OBS's bucket naming rule (S3's current one too): 3-63 lower-case letters, digits, '-' and '.'.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 
 class ObjectUrl(NamedTuple):
@@ -60,7 +63,23 @@ def parse_url(url: str) -> ObjectUrl:
     bucket, _, key = rest.partition("/")
     if not bucket:
         raise StorageError(f"{url!r} names no bucket (expected {scheme}://bucket/key)")
+    check_bucket_name(bucket)
     return ObjectUrl(scheme.lower(), bucket, key)
+
+
+def check_bucket_name(bucket: str) -> str:
+    """`bucket` unchanged when OBS accepts it as a bucket name; else a StorageError saying why."""
+    problem = None
+    if not _BUCKET.match(bucket):
+        problem = ("use 3-63 lower-case letters, digits, '-' and '.', starting and ending with a letter "
+                   "or digit")
+    elif ".." in bucket or ".-" in bucket or "-." in bucket:
+        problem = "no '..', '.-' or '-.' inside it"
+    elif _IP_ADDRESS.match(bucket):
+        problem = "it must not look like an IP address"
+    if problem:
+        raise StorageError(f"{bucket!r} is not a valid bucket name: {problem}", http_status=400)
+    return bucket
 
 
 def safe_relative_key(key: str, prefix: str = "") -> str:

@@ -320,7 +320,7 @@ def test_every_unsafe_key_is_counted_and_safe_folders_still_copy(tmp_path):
                          ids=["key-dotdot", "key-dot", "bucket-dotdot", "empty-segment", "only-dotdot"])
 def test_a_staged_url_cannot_leave_the_cache(url, tmp_path):
     store = PlantedStore([])
-    with pytest.raises(StorageError, match="would land outside"):
+    with pytest.raises(StorageError, match="would land outside|not a valid bucket name"):
         stage_in(url, tmp_path / "cache", storage=Storage(store, show_progress=False))
     assert not (tmp_path / "cache").exists()
 

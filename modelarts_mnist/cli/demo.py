@@ -5,9 +5,11 @@ from pathlib import Path
 
 import click
 
+from .params import OutputFolder
+
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--workdir", default="modelarts-demo", show_default=True, type=click.Path(path_type=Path),
+@click.option("--workdir", default="modelarts-demo", show_default=True, type=OutputFolder(),
               help="Work folder, laid out like the tutorial's bucket (test-modelarts/...).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the service listens on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .obs import FolderOrUrl
+from .params import FolderOrUrl, HttpUrl
 
 DEFAULT_URL = "http://127.0.0.1:8080/"
 
@@ -53,7 +53,7 @@ def check(model_dir: Path, smoke: bool, runtime_name: str | None, live: bool | N
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", help=f"Service to POST to (default {DEFAULT_URL}).")
+@click.option("--url", type=HttpUrl(), help=f"Service to POST to (default {DEFAULT_URL}).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Run this model folder in-process instead of calling a service.")
 @click.option("--token", envvar="MODELARTS_TOKEN", help="X-Auth-Token header value (env MODELARTS_TOKEN).")

@@ -16,24 +16,10 @@ from typing import Any, Callable
 
 import click
 
+from .context import make_storage
+from .params import BucketName
+
 ADDRESSING = click.Choice(["virtual", "path", "auto"])
-
-
-class FolderOrUrl(click.ParamType):
-    """A local folder, or an obs:// / s3:// folder mirrored into the local cache first (settings from the env)."""
-
-    name = "folder_or_url"
-
-    def __init__(self, *, exists: bool = True):
-        self.local = click.Path(exists=exists, file_okay=False, path_type=Path)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
-        from ..storage import is_remote, stage_in
-
-        if isinstance(value, str) and is_remote(value):
-            click.echo(f"downloading {value} ...", err=True)
-            return stage_in(value)
-        return self.local.convert(value, param, ctx)
 
 
 def connection_options(command: Callable) -> Callable:
@@ -61,15 +47,6 @@ def connection_options(command: Callable) -> Callable:
 
 CONNECTION_FLAGS = ("endpoint", "region", "access_key", "addressing", "connect_timeout", "read_timeout",
                     "max_attempts")
-
-
-def make_storage(connection: dict[str, Any], **storage_args: Any):
-    """A Storage for these connection flags (None: not given) over the environment's settings."""
-    from ..objectstore import ObjectStore
-    from ..obs import from_env
-    from ..storage import Storage
-
-    return Storage(ObjectStore(settings=from_env(**connection)), **storage_args)
 
 
 @contextlib.contextmanager
@@ -164,7 +141,7 @@ def rm(storage, url: str, recursive: bool, force: bool) -> None:
 
 
 @click.command()
-@click.option("--bucket", required=True, help="Target bucket, e.g. test-modelarts.")
+@click.option("--bucket", required=True, type=BucketName(), help="Target bucket, e.g. test-modelarts.")
 @click.option("--version", "version", help="Model version to upload, e.g. V0002 (default: the newest).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("modelarts-demo"),
               show_default=True, help="Work folder laid out as test-modelarts/{dataset-mnist,train-mnist,mnist-model}.")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .obs import FolderOrUrl
+from .params import FolderOrUrl
 
 TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
 

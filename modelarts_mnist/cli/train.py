@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import signal
-import tempfile
 from pathlib import Path
 
 import click
+
+from .context import make_storage
+from .params import FolderOrUrl, OutputFolderOrUrl
 
 
 def raise_on_sigterm(signum, frame):
@@ -13,40 +15,10 @@ def raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
-def stage_paths(data_url: str, train_url: str, cache: Path) -> tuple[str, str]:
-    """Local stand-ins for remote URLs: data downloaded, output written to a local V000N first."""
-    from ..storage import is_remote, stage_in
-
-    if is_remote(data_url):
-        click.echo(f"downloading {data_url} ...")
-        data_url = str(stage_in(data_url, cache / "data"))
-    if is_remote(train_url):
-        train_url = str(cache / "output" / remote_version_name(train_url))
-    return data_url, train_url
-
-
-def remote_version_name(train_url: str) -> str:
-    """The version a remote train_url names, or one past the highest V000N already in the bucket.
-
-    Object stores have no atomic mkdir, so two jobs started at once on one remote root may pick the
-    same number; local roots are safe (see jobs.reserve).
-    """
-    from ..jobs import VERSION_PATTERN, format_version
-    from ..storage import Storage
-
-    name = train_url.rstrip("/").rsplit("/", 1)[-1]
-    if VERSION_PATTERN.match(name):
-        return name
-    prefixes, _ = Storage().list(train_url.rstrip("/") + "/")  # full keys, e.g. 'mnist-model/V0001/'
-    names = [prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in prefixes]
-    numbers = [int(name[1:]) for name in names if VERSION_PATTERN.match(name)]
-    return format_version(max(numbers, default=0) + 1)
-
-
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--data_url", "--data-url", "data_url", required=True,
+@click.option("--data_url", "--data-url", "data_url", required=True, type=FolderOrUrl(stage=False),
               help="The dataset folder (four IDX files, raw or .gz): a local path, obs:// or s3://.")
-@click.option("--train_url", "--train-url", "train_url", required=True,
+@click.option("--train_url", "--train-url", "train_url", required=True, type=OutputFolderOrUrl(),
               help="The output root (versions V0001, V0002, ... go under it) or a V000N folder.")
 @click.option("--boot-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Another boot file instead of codes/train_mnist_tf.py.")
@@ -55,30 +27,25 @@ def remote_version_name(train_url: str) -> str:
               help="Run the boot file on this ModelArts engine's environment (see `runtime list`), "
                    "e.g. tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64; built on first use.")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
-def train(data_url: str, train_url: str, boot_file: Path | None, quiet: bool, runtime_name: str | None,
+def train(data_url, train_url, boot_file: Path | None, quiet: bool, runtime_name: str | None,
           extra_args: tuple[str, ...]) -> None:
     """Run the boot file as a ModelArts training job; flags it does not know (e.g. --max_steps=500) pass through.
 
     The log is streamed here and saved as train.log in the version folder, beside job.json (status)
     and the SavedModel in model/. Prints the version produced.
     """
-    from ..jobs import run_job
+    from ..jobs import run_staged_job
     from ..storage import is_remote
 
+    storage = make_storage() if is_remote(str(data_url)) or is_remote(str(train_url)) else None
     interpreter = engine_python(runtime_name) if runtime_name else None
     previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
-        with tempfile.TemporaryDirectory(prefix="modelarts-mnist-stage-") as cache:
-            local_data, local_train = stage_paths(data_url, train_url, Path(cache))
-            echo = None if quiet else click.echo
-            version = run_job(local_data, local_train, extra_args, boot_file=boot_file, echo=echo,
-                              interpreter=interpreter)
-            if is_remote(train_url):  # upload before the staging folder goes away
-                remote = upload_version(version, train_url)
-                click.echo(f"uploaded {version.name} to {remote}")
+        result = run_staged_job(data_url, train_url, extra_args, storage=storage, say=click.echo,
+                                boot_file=boot_file, echo=None if quiet else click.echo, interpreter=interpreter)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    click.echo(f"version: {version.name} ({version})")
+    click.echo(f"version: {result.name} ({result})")
 
 
 def engine_python(name: str) -> Path:
@@ -89,16 +56,6 @@ def engine_python(name: str) -> Path:
     if "training" not in runtime.uses:
         click.echo(f"note: {runtime.name} is a model runtime, not a training engine on ModelArts", err=True)
     return install(runtime, echo=lambda line: click.echo(line, err=True)).python
-
-
-def upload_version(version: Path, train_url: str) -> str:
-    """Copy a finished local version to its place under a remote train_url; returns that URL."""
-    from ..storage import stage_out
-
-    root = train_url.rstrip("/")
-    remote = root if root.endswith("/" + version.name) else f"{root}/{version.name}"
-    stage_out(version, remote)
-    return remote
 
 
 def format_metrics(metrics: dict) -> str:
