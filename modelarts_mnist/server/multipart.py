@@ -25,6 +25,15 @@ class Part:
     content: bytes
 
 
+def count_parts(body: bytes, boundary: str) -> int:
+    """How many parts a multipart body's delimiters announce, counted without splitting it."""
+    if not boundary or not boundary.isascii():
+        return 0
+    delimiter = b"--" + boundary.encode("ascii")
+    # Each part starts at a delimiter; the closing one (followed by "--") starts none.
+    return max(0, body.count(delimiter) - body.count(delimiter + b"--"))
+
+
 def split_multipart(body: bytes, boundary: str, *, max_parts: int | None = None,
                     max_text_bytes: int | None = None) -> list[Part] | None:
     """The parts of a complete multipart body, or None when werkzeug must parse it."""

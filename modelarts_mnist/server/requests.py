@@ -6,55 +6,71 @@ import json
 from typing import Any
 
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
 from ..errors import InvalidInput, PayloadTooLarge
-from .multipart import Part, split_multipart
+from .budget import DEFAULT_LIMITS, Limits, bound_json_values, check_data
+from .multipart import Part, count_parts, split_multipart
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 CHUNK = 64 * 1024
 FAST_PATH_BYTES = 1024 * 1024  # bodies up to this size are split in memory; larger ones stream via werkzeug
 
 
-def parse_request(request: Request) -> dict[str, Any] | list[Any]:
+def parse_request(request: Request, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | list[Any]:
     """The ModelArts data shape of a POST: a form as {field: {filename: BytesIO} | str}, or parsed JSON.
 
+    Its cost is checked before user code sees it (budget.check_data): nesting, image count, pixels.
+
     Raises:
-        InvalidInput: (MR.0101, 400) the body is neither a JSON object or list nor a form with fields.
+        InvalidInput: (MR.0101, 400) the body is neither a JSON object or list nor a form with fields,
+            or it asks for more work than `limits` allow.
     """
     mimetype = request.mimetype
     try:
         if request.is_json:
-            return parse_json(request.get_data(cache=False))
-        if mimetype in FORM_TYPES:
-            return parse_form(request)
+            data = parse_json(request.get_data(cache=False), limits)
+        elif mimetype in FORM_TYPES:
+            data = parse_form(request, limits)
+        else:
+            raise InvalidInput(f"request body must be JSON or a form (multipart/form-data), "
+                               f"got Content-Type {mimetype or 'none'!r}")
     except (OSError, ClientDisconnected) as exc:  # a body cut short or too slow to arrive
         raise InvalidInput(f"request body could not be read: {exc}") from exc
-    raise InvalidInput(f"request body must be JSON or a form (multipart/form-data), "
-                       f"got Content-Type {mimetype or 'none'!r}")
+    check_data(data, limits)
+    return data
 
 
-def parse_json(body: bytes) -> dict[str, Any] | list[Any]:
+def parse_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | list[Any]:
     """Parse a JSON body: an object, or a list, which the platform's runtime passes through as it is."""
+    counter = bound_json_values(body, limits)  # before parsing: json.loads' objects cost ~50x the bytes
     try:
-        data = json.loads(body)
+        data = json.loads(body, **(counter.hooks() if counter else {}))
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting past the interpreter's stack; check_data bounds the rest
+        raise InvalidInput(f"JSON body is nested deeper than {limits.max_json_depth} levels") from exc
     if not isinstance(data, (dict, list)):
         raise InvalidInput(f"JSON body must be an object or a list, got {type(data).__name__}")
     return data
 
 
-def parse_form(request: Request) -> dict[str, Any]:
+def parse_form(request: Request, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Text fields, files as {field: {filename: BytesIO}}, then query parameters (which win)."""
+    request.max_form_parts = limits.max_parts
+    check_part_count(request)
     parts = split_small_multipart(request)
     if parts is not None:
         texts = [(part.name, part.content.decode("utf-8", "replace")) for part in parts if part.filename is None]
         files = [(part.name, part.filename or part.name, io.BytesIO(part.content))
                  for part in parts if part.filename is not None]
     else:  # werkzeug: urlencoded forms, big bodies, and multipart spellings the fast parser leaves alone
-        texts = list(request.form.items())
+        try:
+            texts = list(request.form.items())
+        except RequestEntityTooLarge as exc:  # werkzeug's word for too many parts or too big a text field
+            raise InvalidInput(f"form has more than {limits.max_parts} parts, or a text field over "
+                               f"{request.max_form_memory_size} bytes") from exc
         files = [(field, upload.filename or field, read_upload(upload))
                  for field, upload in request.files.items(multi=True)]
     if not texts and not files:
@@ -71,6 +87,23 @@ def split_small_multipart(request: Request) -> list[Part] | None:
     body = request.get_data(cache=True)  # kept: werkzeug re-reads it from the cache if needed
     return split_multipart(body, request.mimetype_params.get("boundary", ""),
                            max_parts=request.max_form_parts, max_text_bytes=request.max_form_memory_size)
+
+
+def check_part_count(request: Request) -> None:
+    """InvalidInput when a form body up to FAST_PATH_BYTES announces more parts than allowed.
+
+    Counted on the bytes before anything is split; werkzeug counts bigger bodies as it streams them.
+    """
+    length, limit = request.content_length, request.max_form_parts
+    if length is None or length > FAST_PATH_BYTES or limit is None:
+        return
+    body = request.get_data(cache=True)
+    if request.mimetype == "multipart/form-data":
+        count = count_parts(body, request.mimetype_params.get("boundary", ""))
+    else:  # urlencoded: fields are joined by "&"
+        count = body.count(b"&") + 1
+    if count > limit:
+        raise InvalidInput(f"form has more than {limit} parts")
 
 
 def assemble_form(args: list[tuple[str, str]], texts: list[tuple[str, str]],
