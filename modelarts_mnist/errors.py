@@ -5,6 +5,9 @@
     ├── InvalidInput          a request the service cannot use     (400, MR.0101)
     ├── PayloadTooLarge       body over the 12 MB limit            (413, APIG.0201)
     ├── Unauthorized          missing or wrong X-Auth-Token        (401, APIG.0301)
+    ├── MalformedHttp         a request HTTP itself refuses: syntax, sizes, timeouts (400/408/414/431/501, MR.0101)
+    ├── HostNotAllowed        a Host a loopback-bound service does not answer to (403, APIG.0101)
+    ├── RequestOverBudget     the app call ran past the service's time budget (504, ModelArts.4503)
     ├── ModelNotReady         model still loading                  (503, ModelArts.4503)
     ├── InferenceFailed       user code raised                     (500, MR.0105)
     ├── PackageError          a model folder that fails the checks (400, ModelArts.0101)
@@ -67,6 +70,27 @@ class Unauthorized(MnistSdkError):
 
     http_status = 401
     error_code = "APIG.0301"
+
+
+class MalformedHttp(MnistSdkError):
+    """A request refused at the HTTP layer, before the app sees it (the status says which rule)."""
+
+    http_status = 400
+    error_code = "MR.0101"
+
+
+class HostNotAllowed(MnistSdkError):
+    """A Host header naming another machine, sent to a service bound to loopback (DNS rebinding)."""
+
+    http_status = 403
+    error_code = "APIG.0101"
+
+
+class RequestOverBudget(MnistSdkError):
+    """The model did not answer within the service's time budget (the gateway's timeout answer)."""
+
+    http_status = 504
+    error_code = "ModelArts.4503"
 
 
 class ModelNotReady(MnistSdkError):

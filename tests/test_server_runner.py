@@ -9,9 +9,7 @@ import time
 import pytest
 
 from fixtures.serving import multipart, request, wait_healthy
-from modelarts_mnist.errors import ServeError
-from modelarts_mnist.server.runner import (WORKERS_PER_CORE, InFlight, bracketed, default_workers, reserve_port,
-                                          tf_threads_for)
+from modelarts_mnist.server.runner import WORKERS_PER_CORE, default_workers, tf_threads_for
 
 
 def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> bytes:
@@ -75,51 +73,39 @@ def listening_sockets(port: int) -> int:
 
 
 @pytest.mark.parametrize("args", [("--threaded",), ("--workers", "2")], ids=["threaded", "gunicorn"])
-def test_a_port_another_server_listens_on_is_a_clear_error(echo_package, start_serve, args):
+def test_a_port_another_server_listens_on_is_a_clear_error_before_tensorflow_starts(echo_package, start_serve,
+                                                                                     tmp_path, args):
+    (echo_package / "saved_model.pb").write_bytes(b"")  # a SavedModel package: its engine would start
+    fakes = tmp_path / "fake-engines"
+    marker = tmp_path / "engine-imported"
+    for name in ("tensorflow", "ai_edge_litert"):  # record any import of an engine, then fail it
+        (fakes / name).mkdir(parents=True)
+        (fakes / name / "__init__.py").write_text(
+            f"open({str(marker)!r}, 'a').write({name!r})\nraise ImportError('not in this test')\n")
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        serve = start_serve(echo_package, *args, "--port", str(port))  # the later --port wins
+        serve = start_serve(echo_package, *args, "--port", str(port),  # the later --port wins
+                            PYTHONPATH=os.pathsep.join([str(fakes), os.environ.get("PYTHONPATH", "")]))
         assert serve.proc.wait(60) != 0
         log = serve.log.read_text()
         assert str(port) in log and "in use" in log and "Traceback" not in log
-
-
-def test_reserve_port_holds_a_free_port_without_listening():
-    with reserve_port("127.0.0.1", 0) as holder:
-        port = holder.getsockname()[1]
-        assert port and listening_sockets(port) == 0
-        with socket.socket() as plain, pytest.raises(OSError):
-            plain.bind(("127.0.0.1", port))  # other programs are kept off the port
-
-
-def test_reserve_port_binds_names_like_gunicorn_and_urls_bracket_ipv6():
-    with reserve_port("localhost", 0) as holder:
-        assert holder.family == socket.AF_INET  # gunicorn binds IPv4 for any name that is not an IPv6 literal
-    assert bracketed("::1") == "[::1]" and bracketed("127.0.0.1") == "127.0.0.1"
-
-
-def test_reserve_port_refuses_a_port_shared_by_another_reuseport_server():
-    with socket.socket() as other:
-        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        with pytest.raises(ServeError, match="another server is already listening"):
-            reserve_port("127.0.0.1", other.getsockname()[1])
+        assert len(log.strip().splitlines()) == 1, log
+        assert not marker.exists()
 
 
 @pytest.mark.parametrize("args", [("--threaded",), ("--workers", "1")], ids=["threaded", "gunicorn"])
 def test_malformed_requests_over_http_get_json_errors_and_the_server_survives(echo_package, start_serve, args):
     serve = start_serve(echo_package, *args)
     wait_healthy(serve)
-    huge = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    huge = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                                b"Content-Length: 99999999999\r\n\r\n{}", close_write=False)
     assert huge.startswith(b"HTTP/1.1 413") and b'"APIG.0201"' in huge
-    truncated = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    truncated = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                                     b"Content-Length: 1000\r\n\r\n{\"images\"")
     assert truncated.split(b" ")[1] == b"400" and b"MR.0101" in truncated
-    chunked = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    chunked = raw_exchange(serve, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                                   b"Transfer-Encoding: chunked\r\n\r\n" + chunks(13 * 1024 * 1024))
     assert chunked.startswith(b"HTTP/1.1 413") and b'"APIG.0201"' in chunked
     status, headers, answer = request(serve, "POST", "/", b"not json", {"Content-Type": "text/plain"})
@@ -140,34 +126,6 @@ def test_a_package_that_fails_to_load_stops_serve_with_an_error(tmp_path, start_
     serve = start_serve(empty, *args)
     assert serve.proc.wait(60) == 1
     assert "customize_service.py: file not found" in serve.log.read_text()
-
-
-def test_in_flight_counts_until_the_body_is_closed():
-    release = threading.Event()
-
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        release.wait(5)
-        return [b"done"]
-
-    tracker = InFlight(app)
-    answered = []
-    worker = threading.Thread(target=lambda: answered.append(list(tracker({}, lambda *a: None))))
-    worker.start()
-    time.sleep(0.05)
-    assert tracker.count == 1 and not tracker.wait_idle(0.05)
-    release.set()
-    worker.join(5)
-    body = answered[0]
-    assert body == [b"done"]
-
-
-def test_in_flight_is_idle_once_closed():
-    tracker = InFlight(lambda environ, start_response: [b"ok"])
-    body = tracker({}, lambda *a: None)
-    assert tracker.count == 1
-    body.close()
-    assert tracker.count == 0 and tracker.wait_idle(0)
 
 
 def test_tensorflow_threads_are_shared_among_workers():

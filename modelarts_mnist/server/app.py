@@ -9,10 +9,10 @@ from typing import Any, Callable
 from flask import Flask, Request, Response, redirect, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from ..errors import MnistSdkError, ModelNotReady, PayloadTooLarge
+from ..errors import MnistSdkError, ModelNotReady
 from ..loader import inference_failed
-from .auth import check_token
-from .errors import TOO_LARGE, register_error_handlers
+from .admission import ADMITTED_KEY, Admission
+from .errors import register_error_handlers
 from .headers import add_security_headers
 from .info import describe_model
 from .loading import WARMUP_KEY, ModelSlot, prepare_engine, warm_up
@@ -36,6 +36,9 @@ class ServeConfig:
     ready_gate: Callable[[], bool] | None = None  # also required for /health 200 (gunicorn: all workers warm)
     runtime: str | None = None  # the ModelArts engine whose environment runs the model side (None: this process)
     engine_python: Path | None = None  # that environment's interpreter, dependencies included
+    # The longest one request may run in the app before the client gets a 504 and the worker is replaced.
+    time_budget_seconds: float = 10.0
+    loopback_only: bool = False  # bound to loopback: refuse Host names of other machines (DNS rebinding)
 
 
 def create_app(service: Any = None, config: ServeConfig | None = None, *,
@@ -60,17 +63,18 @@ def create_app(service: Any = None, config: ServeConfig | None = None, *,
 
 
 def add_guards(app: Flask, config: ServeConfig) -> None:
-    """Refuse over-size and unauthenticated POSTs before their body is read."""
-    token = config.auth_token.encode() if config.auth_token else None
+    """Refuse what the admission rule refuses before a body is read; app.admit is the same rule for the edge."""
+    admit = app.admit = Admission(config.max_body_bytes, config.auth_token,  # type: ignore[attr-defined]
+                                  config.loopback_only)
     limit = config.max_body_bytes
 
     @app.before_request
     def guard() -> None:
-        current = current_request()
-        if current.method == "POST":
-            check_length(current, limit)
-            if token is not None:
-                check_token(current, token)
+        environ = current_request().environ
+        if ADMITTED_KEY not in environ:  # called directly (a test client), not through the edge
+            admit(environ)
+            if environ["REQUEST_METHOD"] == "POST":
+                check_length(environ, limit)
 
 
 def add_routes(app: Flask, slot: ModelSlot, ready_gate: Callable[[], bool] | None = None) -> None:
@@ -109,15 +113,10 @@ def run_inference(service: Any, data: dict[str, Any]) -> Any:
         raise inference_failed(exc) from exc
 
 
-def check_length(req: Request, limit: int) -> None:
-    """PayloadTooLarge on a declared Content-Length over the limit, or a chunked body growing past it."""
-    environ = req.environ
+def check_length(environ: dict[str, Any], limit: int) -> None:
+    """Buffer a body sent without Content-Length (chunked), PayloadTooLarge once it grows past limit."""
     if not environ.get("CONTENT_LENGTH") and "wsgi.input_terminated" in environ:
-        buffer_unsized_body(environ, limit)  # chunked: no length to check up front
-    else:
-        length = req.content_length
-        if length is not None and length > limit:
-            raise PayloadTooLarge(TOO_LARGE)
+        buffer_unsized_body(environ, limit)
 
 
 def current_request() -> Request:
