@@ -1,22 +1,22 @@
 """Single-object operations on OBS/S3 through an injected boto3 client, each verified and with clear errors."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import checksum
 from .errors import StorageError
-from .obs import ObsSettings, create_client, from_env, translate_error
+from .files import partial_path
+from .obs import ObsSettings, create_client, from_env, translated
 
 log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD = 8 * checksum.MIB
 PART_SIZE = 8 * checksum.MIB
-TEMP_MARK = ".mnist-part-"  # downloads land in `.<name>.mnist-part-<id>` until verified
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,10 @@ class ObjectInfo:
 
 
 class ObjectStore:
-    """OBS/S3 objects through one boto3 client; give `client` (tests, callers) or `settings` (else the env)."""
+    """OBS/S3 objects through one boto3 client; give `client` (tests, callers) or `settings` (else the env).
+
+    Every client call runs inside `obs.translated`, the one place its failures become StorageErrors.
+    """
 
     def __init__(self, client: Any = None, *, settings: ObsSettings | None = None,
                  multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE):
@@ -61,59 +64,50 @@ class ObjectStore:
     def require_bucket(self, bucket: str, key: str = "") -> None:
         """Raise a StorageError naming the bucket (and the key about to be used) unless the bucket is usable."""
         try:
-            self.client.head_bucket(Bucket=bucket)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a named StorageError
-            error = translate_error(exc, bucket, key)
-            if error.http_status == 404:
-                where = f"obs://{bucket}/{key}" if key else f"obs://{bucket}"
-                error = StorageError(f"cannot access {where}: bucket {bucket!r} does not exist", http_status=404)
-            raise error from exc
+            with translated(bucket, key):
+                self.client.head_bucket(Bucket=bucket)
+        except StorageError as error:
+            if error.http_status != 404:
+                raise
+            where = f"obs://{bucket}/{key}" if key else f"obs://{bucket}"
+            raise StorageError(f"cannot access {where}: bucket {bucket!r} does not exist", http_status=404) from error
 
     def stat(self, bucket: str, key: str) -> ObjectInfo | None:
         """The object's info, or None when the bucket exists but the key does not."""
         try:
-            head = self.client.head_object(Bucket=bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001
-            error = translate_error(exc, bucket, key, action="read")
+            with translated(bucket, key, "read"):
+                head = self.client.head_object(Bucket=bucket, Key=key)
+        except StorageError as error:
             if error.http_status != 404:
-                raise error from exc
+                raise
             self.require_bucket(bucket, key)  # a 404 on HEAD may also mean "no such bucket"
             return None
         return ObjectInfo(key, int(head["ContentLength"]), checksum.clean_etag(head.get("ETag")))
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with `prefix` (directory markers ending in '/' left out)."""
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for page in pages:
+        with translated(bucket, prefix, "list"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     if not item["Key"].endswith("/"):
                         yield ObjectInfo(item["Key"], int(item["Size"]), checksum.clean_etag(item.get("ETag")))
-        except StorageError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise translate_error(exc, bucket, prefix, action="list") from exc
 
     def list_level(self, bucket: str, prefix: str = "") -> tuple[list[str], list[ObjectInfo]]:
         """One folder level under `prefix`: (sub-prefixes, objects), like `ls`."""
         folders: list[str] = []
         objects: list[ObjectInfo] = []
-        try:
+        with translated(bucket, prefix, "list"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
             for page in pages:
                 folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
                 objects += [ObjectInfo(i["Key"], int(i["Size"]), checksum.clean_etag(i.get("ETag")))
                             for i in page.get("Contents", []) if not i["Key"].endswith("/")]
-        except Exception as exc:  # noqa: BLE001
-            raise translate_error(exc, bucket, prefix, action="list") from exc
         return folders, objects
 
     def list_buckets(self) -> list[str]:
         """Names of the buckets these credentials can see."""
-        try:
+        with translated("", action="list buckets"):
             return [b["Name"] for b in self.client.list_buckets().get("Buckets", [])]
-        except Exception as exc:  # noqa: BLE001
-            raise translate_error(exc, "", action="list buckets") from exc
 
     def expected_etag(self, path: Path) -> str:
         """The ETag our upload of `path` will get."""
@@ -129,12 +123,11 @@ class ObjectStore:
     def upload(self, path: Path, bucket: str, key: str, callback: Callable[[int], None] | None = None) -> ObjectInfo:
         """Upload one file (multipart when large), then check size and ETag; nothing half-done is left."""
         try:
-            self.client.upload_file(str(path), bucket, key, Config=self.transfer_config(), Callback=callback)
-        except BaseException as exc:
+            with translated(bucket, key, "upload"):
+                self.client.upload_file(str(path), bucket, key, Config=self.transfer_config(), Callback=callback)
+        except BaseException:  # Ctrl-C and SIGTERM too: no paid-for parts are left behind
             self.abort_incomplete(bucket, key)
-            if not isinstance(exc, Exception):
-                raise
-            raise _transfer_error(exc, bucket, key, "upload") from exc
+            raise
         return self.verify_upload(path, bucket, key)
 
     def verify_upload(self, path: Path, bucket: str, key: str) -> ObjectInfo:
@@ -158,18 +151,15 @@ class ObjectStore:
         if info is None:
             raise StorageError(f"cannot read obs://{bucket}/{key}: no such object {key!r} in bucket {bucket!r}",
                                http_status=404)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
+        temp = partial_path(path)  # a killed run's partial is swept by the next (files.sweep_partials)
         try:
-            self.client.download_file(bucket, key, str(temp), Config=self.transfer_config(), Callback=callback)
-            if self.matches(temp, info) is False:
-                raise StorageError(f"download of obs://{bucket}/{key} to {path} does not match the object "
-                                   f"(size {info.size}, ETag {info.etag})")
-            os.replace(temp, path)
-        except StorageError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _transfer_error(exc, bucket, key, "download") from exc
+            with translated(bucket, key, "download"), _naming(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(bucket, key, str(temp), Config=self.transfer_config(), Callback=callback)
+                if self.matches(temp, info) is False:
+                    raise StorageError(f"download of obs://{bucket}/{key} to {path} does not match the object "
+                                       f"(size {info.size}, ETag {info.etag})")
+                os.replace(temp, path)
         finally:
             temp.unlink(missing_ok=True)
         return info
@@ -177,10 +167,11 @@ class ObjectStore:
     def copy_object(self, src: ObjectInfo, src_bucket: str, bucket: str, key: str) -> ObjectInfo:
         """Server-side copy of one object, then check its size."""
         try:
-            self.client.copy({"Bucket": src_bucket, "Key": src.key}, bucket, key, Config=self.transfer_config())
-        except Exception as exc:  # noqa: BLE001
+            with translated(bucket, key, "copy to"):
+                self.client.copy({"Bucket": src_bucket, "Key": src.key}, bucket, key, Config=self.transfer_config())
+        except BaseException:
             self.abort_incomplete(bucket, key)
-            raise _transfer_error(exc, bucket, key, "copy to") from exc
+            raise
         info = self.stat(bucket, key)
         if info is None or info.size != src.size:
             raise StorageError(f"copy of obs://{src_bucket}/{src.key} to obs://{bucket}/{key} does not match")
@@ -190,10 +181,8 @@ class ObjectStore:
         """Delete `keys` (in batches of 1,000); returns how many were asked for."""
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start:start + 1000]]
-            try:
+            with translated(bucket, batch[0]["Key"], "delete"):
                 answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-            except Exception as exc:  # noqa: BLE001
-                raise translate_error(exc, bucket, batch[0]["Key"], action="delete") from exc
             if answer.get("Errors"):
                 first = answer["Errors"][0]
                 raise StorageError(f"cannot delete obs://{bucket}/{first['Key']}: {first.get('Code')} "
@@ -213,24 +202,25 @@ class ObjectStore:
         """
         aborted = 0
         try:
-            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
-                for upload in page.get("Uploads", []):
-                    if upload["Key"] in keys:
-                        self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
-                                                           UploadId=upload["UploadId"])
-                        aborted += 1
-        except Exception as exc:  # noqa: BLE001 - cleanup is best effort; the copy itself matters
-            log.warning("could not abort open multipart uploads under obs://%s/%s: %s", bucket, prefix, exc)
+            with translated(bucket, prefix, "abort open uploads under"):
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+                for upload in (u for page in pages for u in page.get("Uploads", []) if u["Key"] in keys):
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+        except StorageError as exc:  # cleanup is best effort; the copy itself matters
+            log.warning("%s", exc)
         if aborted:
             log.info("aborted %d multipart upload(s) left open under obs://%s/%s", aborted, bucket, prefix)
         return aborted
 
 
-def _transfer_error(exc: Exception, bucket: str, key: str, action: str) -> StorageError:
-    """A named StorageError for a failed transfer, seeing through s3transfer's wrappers."""
-    if isinstance(exc, StorageError):
-        return exc
-    from boto3.exceptions import S3UploadFailedError
 
-    cause = exc.__context__ if isinstance(exc, S3UploadFailedError) and exc.__context__ else exc
-    return translate_error(cause, bucket, key, action=action)
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Local file errors name the file being written (`path`), not the hidden partial copy beside it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None or not str(exc.filename or "").startswith(str(path.parent)):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc

@@ -16,13 +16,15 @@ The read timeout bounds each wait for the next bytes, not a whole transfer, so l
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .errors import StorageError
+from .files import describe_os_error
 
 ENV_PREFIX = "MODELARTS_OBS_"
 # Our name first, then the standard AWS names, so existing S3 setups work unchanged.
@@ -135,10 +137,24 @@ def _drop_expect_header(request: Any, **_: Any) -> None:
     request.headers.pop("Expect", None)
 
 
+@contextlib.contextmanager
+def translated(bucket: str, key: str = "", action: str = "access") -> Iterator[None]:
+    """The one place a client failure becomes ours: anything raised in the block ends as a named StorageError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore, s3transfer and local file errors all get a name here
+        raise translate_error(exc, bucket, key, action=action) from exc
+
+
 def translate_error(exc: Exception, bucket: str, key: str = "", *, action: str = "access") -> StorageError:
     """A StorageError naming the bucket and key for a botocore failure (wrong keys, missing bucket/key, no endpoint)."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore import exceptions as bx
 
+    if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:  # s3transfer's wrapper: the cause
+        exc = exc.__context__
     where = f"obs://{bucket}/{key}" if key else f"obs://{bucket}"
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
                         bx.ConnectionClosedError)):
@@ -156,4 +172,6 @@ def translate_error(exc: Exception, bucket: str, key: str = "", *, action: str =
             return StorageError(f"cannot {action} {where}: no such object {key!r} in bucket {bucket!r}",
                                 http_status=404)
         return StorageError(f"cannot {action} {where}: {code or status} {exc}")
+    if isinstance(exc, OSError) and exc.errno is not None:  # the local side: a full disk, a read-only folder
+        return StorageError(f"cannot {action} {where}: {describe_os_error(exc)}", http_status=507)
     return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {exc}")

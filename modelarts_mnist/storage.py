@@ -9,6 +9,8 @@ written (`safe_relative_key`); links out of a source folder are left out (`CopyR
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -17,11 +19,12 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from . import checksum
 from .errors import StorageError
-from .objectstore import TEMP_MARK, ObjectInfo, ObjectStore
+from .files import PARTIAL_MARK, partial_path, sweep_partials
+from .objectstore import ObjectInfo, ObjectStore
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -191,6 +194,10 @@ class Storage:
         if is_remote(dst):  # fail once, early and clearly, rather than once per file
             self.store.require_bucket(parse_url(dst).bucket, parse_url(dst).key)
             self._abort_left_open(items, dst, single)
+        else:  # partial files a killed earlier run left where this copy writes
+            folders = {Path(dst).parent} if single else {Path(_join(dst, i.relative)).parent for i in items}
+            for folder in folders:
+                sweep_partials(folder)
         self._stopping.clear()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="obs-copy") as pool:
             futures = [pool.submit(self._copy_item, item, src, dst, single, report, bar) for item in items]
@@ -337,7 +344,7 @@ def _local_items(root: Path) -> tuple[list[_Item], list[str]]:
             reason = _left_out_reason(path, real_root)
             if reason:
                 left_out.append(f"{relative}: {reason}")
-            elif TEMP_MARK not in name:
+            elif PARTIAL_MARK not in name:
                 items.append(_Item(relative, path.stat().st_size))
     return sorted(items, key=lambda item: item.relative), left_out
 
@@ -360,9 +367,12 @@ def _left_out_reason(path: Path, real_root: Path) -> str | None:
 def _copy_local(source: Path, target: Path) -> None:
     """Copy a local file beside its target, then rename, so no half-written file takes its name."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}{TEMP_MARK}{threading.get_ident()}")
-    shutil.copyfile(source, temp)
-    os.replace(temp, target)
+    temp = partial_path(target)
+    try:
+        shutil.copyfile(source, temp)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _join(base: str, relative: str) -> str:
@@ -394,16 +404,31 @@ def stage_in(url: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
     if not is_remote(url):
         return Path(url)
     parsed = parse_url(str(url))
-    local = Path(cache_dir or default_cache_dir()) / safe_relative_key(parsed.bucket)
+    cache = Path(cache_dir or default_cache_dir())
+    local = cache / safe_relative_key(parsed.bucket)
     if parsed.key.strip("/"):  # the mirror's own place must stay inside the cache too
         local = local / safe_relative_key(parsed.key.strip("/"))
-    report = (storage or Storage()).copy(str(url), str(local), recursive=True)
-    _prune(local, set(report.copied) | set(report.skipped))
+    with _mirror_lock(cache, parsed.bucket):  # a second command staging it waits, then finds it up to date
+        report = (storage or Storage()).copy(str(url), str(local), recursive=True)
+        _prune(local, set(report.copied) | set(report.skipped))
     return local
 
 
+@contextlib.contextmanager
+def _mirror_lock(cache: Path, bucket: str) -> Iterator[None]:
+    """Hold the cache's lock for `bucket` (an flock: the kernel releases it when a process dies)."""
+    folder = cache / ".locks"  # bucket names never start with '.', so this is no bucket's mirror
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _prune(root: Path, keep: set[str]) -> None:
-    """Delete cached files the remote folder no longer has, so the mirror is exact."""
+    """Delete cached files the remote folder no longer has (and partials of killed runs), so the mirror is exact."""
     for path in sorted(root.rglob("*"), reverse=True):
         relative = path.relative_to(root).as_posix()
         if path.is_file() and relative not in keep:

@@ -1,6 +1,7 @@
-"""The storage layer against a real S3 server (SeaweedFS): round trips, skips, resume, errors, settings."""
+"""The storage layer: its logic on an in-memory S3 (fixtures/memory_s3.py); what only a real server shows on SeaweedFS."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from modelarts_mnist import checksum
 from modelarts_mnist.errors import StorageError
 from modelarts_mnist.objectstore import ObjectStore
 from modelarts_mnist.obs import ObsSettings, create_client, from_env
-from modelarts_mnist.objectstore import ObjectInfo
+from fixtures.memory_s3 import MemoryS3
 from modelarts_mnist.storage import Storage, is_remote, parse_url, safe_relative_key, stage_in, stage_out
 
 
@@ -64,16 +65,18 @@ def test_big_file_goes_multipart_and_its_etag_checks(s3_store, s3_bucket, folder
     assert checksum.matches_etag(folder / "big.bin", info.etag) is False
 
 
-def test_identical_files_are_skipped_and_changed_ones_copied(s3_storage, s3_bucket, folder):
-    target = f"s3://{s3_bucket}/skip"
-    s3_storage.sync(str(folder), target)
+def test_identical_files_are_skipped_and_changed_ones_copied(memory_storage, memory_s3, folder):
+    bucket = "bkt"
+    target = f"s3://{bucket}/skip"
+    memory_storage.sync(str(folder), target)
     (folder / "nested/y.json").write_bytes(b'{"k": 2}')
-    again = s3_storage.sync(str(folder), target)
+    again = memory_storage.sync(str(folder), target)
     assert again.copied == ["nested/y.json"]
     assert len(again.skipped) == len(tree_bytes(folder)) - 1
 
 
-def test_interrupted_copy_resumes_and_redoes_only_the_rest(s3_store, s3_bucket, folder, tmp_path):
+def test_interrupted_copy_resumes_and_redoes_only_the_rest(memory_store, memory_s3, folder, tmp_path):
+    bucket = "bkt"
     done: list[str] = []
 
     def interrupt_after_three(relative: str) -> None:
@@ -81,15 +84,15 @@ def test_interrupted_copy_resumes_and_redoes_only_the_rest(s3_store, s3_bucket, 
         if len(done) == 3:
             raise RuntimeError("simulated interruption")
 
-    broken = Storage(s3_store, workers=1, after_each=interrupt_after_three, show_progress=False)
+    broken = Storage(memory_store, workers=1, after_each=interrupt_after_three, show_progress=False)
     with pytest.raises(StorageError, match="run the same command again") as caught:
-        broken.copy(str(folder), f"obs://{s3_bucket}/resume", recursive=True)
+        broken.copy(str(folder), f"obs://{bucket}/resume", recursive=True)
     assert 3 <= len(done) < 11  # a file already picked up by the worker may still finish
     assert f"stopped after {len(done)} of 11 files" in str(caught.value)
-    report = Storage(s3_store, show_progress=False).copy(str(folder), f"obs://{s3_bucket}/resume", recursive=True)
+    report = Storage(memory_store, show_progress=False).copy(str(folder), f"obs://{bucket}/resume", recursive=True)
     assert sorted(report.skipped) == sorted(done)
     assert sorted(report.copied + report.skipped) == sorted(tree_bytes(folder))
-    Storage(s3_store, show_progress=False).copy(f"obs://{s3_bucket}/resume", str(tmp_path / "back"), recursive=True)
+    Storage(memory_store, show_progress=False).copy(f"obs://{bucket}/resume", str(tmp_path / "back"), recursive=True)
     assert tree_bytes(tmp_path / "back") == tree_bytes(folder)
 
 
@@ -107,47 +110,52 @@ def test_upload_interrupted_mid_file_leaves_no_object_and_no_open_parts(s3_store
     assert s3_store.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 
-def test_upload_that_does_not_verify_is_removed(s3_store, s3_bucket, folder):
-    s3_store.upload(folder / "a.txt", s3_bucket, "a.txt")
+def test_upload_that_does_not_verify_is_removed(memory_store, memory_s3, folder):
+    bucket = "bkt"
+    memory_store.upload(folder / "a.txt", bucket, "a.txt")
     (folder / "a.txt").write_bytes(b"HELLO OBS\n")  # same size, other bytes
     with pytest.raises(StorageError, match="does not match.*removed"):
-        s3_store.verify_upload(folder / "a.txt", s3_bucket, "a.txt")
-    assert s3_store.stat(s3_bucket, "a.txt") is None
+        memory_store.verify_upload(folder / "a.txt", bucket, "a.txt")
+    assert memory_store.stat(bucket, "a.txt") is None
 
 
-def test_single_file_copy_into_folder_url_and_remove(s3_storage, s3_bucket, folder):
-    s3_storage.copy(str(folder / "a.txt"), f"obs://{s3_bucket}/dir/")
-    folders, objects = s3_storage.list(f"obs://{s3_bucket}/")
+def test_single_file_copy_into_folder_url_and_remove(memory_storage, memory_s3, folder):
+    bucket = "bkt"
+    memory_storage.copy(str(folder / "a.txt"), f"obs://{bucket}/dir/")
+    folders, objects = memory_storage.list(f"obs://{bucket}/")
     assert folders == ["dir/"] and objects == []
-    assert [o.key for o in s3_storage.list(f"obs://{s3_bucket}/dir")[1]] == ["dir/a.txt"]
-    assert s3_storage.remove(f"obs://{s3_bucket}/dir/a.txt") == 1
-    assert s3_storage.list(f"obs://{s3_bucket}/dir/")[1] == []
+    assert [o.key for o in memory_storage.list(f"obs://{bucket}/dir")[1]] == ["dir/a.txt"]
+    assert memory_storage.remove(f"obs://{bucket}/dir/a.txt") == 1
+    assert memory_storage.list(f"obs://{bucket}/dir/")[1] == []
 
 
-def test_recursive_remove_deletes_the_folder_only(s3_storage, s3_bucket, folder):
-    s3_storage.copy(str(folder), f"obs://{s3_bucket}/keep", recursive=True)
-    s3_storage.copy(str(folder), f"obs://{s3_bucket}/drop", recursive=True)
-    assert s3_storage.remove(f"obs://{s3_bucket}/drop", recursive=True) == len(tree_bytes(folder))
-    assert s3_storage.list(f"obs://{s3_bucket}/drop/")[1] == []
-    assert len(s3_storage.list(f"obs://{s3_bucket}/keep/many/")[1]) == 6
+def test_recursive_remove_deletes_the_folder_only(memory_storage, memory_s3, folder):
+    bucket = "bkt"
+    memory_storage.copy(str(folder), f"obs://{bucket}/keep", recursive=True)
+    memory_storage.copy(str(folder), f"obs://{bucket}/drop", recursive=True)
+    assert memory_storage.remove(f"obs://{bucket}/drop", recursive=True) == len(tree_bytes(folder))
+    assert memory_storage.list(f"obs://{bucket}/drop/")[1] == []
+    assert len(memory_storage.list(f"obs://{bucket}/keep/many/")[1]) == 6
 
 
-def test_stage_in_and_out(s3_storage, s3_bucket, folder, tmp_path):
-    stage_out(folder, f"obs://{s3_bucket}/staged", storage=s3_storage)
-    local = stage_in(f"obs://{s3_bucket}/staged", tmp_path / "cache", storage=s3_storage)
-    assert local == tmp_path / "cache" / s3_bucket / "staged"
+def test_stage_in_and_out(memory_storage, memory_s3, folder, tmp_path):
+    bucket = "bkt"
+    stage_out(folder, f"obs://{bucket}/staged", storage=memory_storage)
+    local = stage_in(f"obs://{bucket}/staged", tmp_path / "cache", storage=memory_storage)
+    assert local == tmp_path / "cache" / bucket / "staged"
     assert tree_bytes(local) == tree_bytes(folder)
     assert stage_in(str(folder), tmp_path / "cache") == folder
     (local / "stale.txt").write_text("not on the server")
     (local / "a.txt").write_text("changed locally")
-    again = stage_in(f"obs://{s3_bucket}/staged", tmp_path / "cache", storage=s3_storage)
+    again = stage_in(f"obs://{bucket}/staged", tmp_path / "cache", storage=memory_storage)
     assert tree_bytes(again) == tree_bytes(folder)  # the cache mirrors the remote folder exactly
 
 
-def test_stage_in_uses_the_cache_folder_from_the_environment(s3_storage, s3_bucket, folder, tmp_path, monkeypatch):
+def test_stage_in_uses_the_cache_folder_from_the_environment(memory_storage, memory_s3, folder, tmp_path, monkeypatch):
+    bucket = "bkt"
     monkeypatch.setenv("MODELARTS_MNIST_CACHE", str(tmp_path / "env-cache"))
-    stage_out(folder, f"obs://{s3_bucket}/m", storage=s3_storage)
-    assert stage_in(f"obs://{s3_bucket}/m", storage=s3_storage) == tmp_path / "env-cache" / s3_bucket / "m"
+    stage_out(folder, f"obs://{bucket}/m", storage=memory_storage)
+    assert stage_in(f"obs://{bucket}/m", storage=memory_storage) == tmp_path / "env-cache" / bucket / "m"
 
 
 # --- errors name bucket and key -------------------------------------------------------------------
@@ -162,23 +170,25 @@ def test_wrong_secret_is_refused_with_a_clear_error(s3_server, s3_bucket, folder
         Storage(bad, show_progress=False).copy(f"obs://{s3_bucket}/x.txt", str(folder / "x.txt"))
 
 
-def test_missing_bucket_is_named(s3_storage, folder, tmp_path):
+def test_missing_bucket_is_named(memory_storage, folder, tmp_path):
+    bucket = "bkt"
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist") as caught:
-        s3_storage.copy(str(folder), "obs://no-such-bucket-here/data", recursive=True)
+        memory_storage.copy(str(folder), "obs://no-such-bucket-here/data", recursive=True)
     assert caught.value.http_status == 404
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
-        s3_storage.copy("obs://no-such-bucket-here/data/a.txt", str(tmp_path / "a.txt"))
+        memory_storage.copy("obs://no-such-bucket-here/data/a.txt", str(tmp_path / "a.txt"))
 
 
-def test_missing_key_is_named(s3_storage, s3_store, s3_bucket, tmp_path):
-    with pytest.raises(StorageError, match=f"no such object 'nope.txt' in bucket '{s3_bucket}'"):
-        s3_storage.copy(f"obs://{s3_bucket}/nope.txt", str(tmp_path / "nope.txt"))
-    with pytest.raises(StorageError, match=f"nothing under key 'nope/' in bucket '{s3_bucket}'"):
-        s3_storage.copy(f"obs://{s3_bucket}/nope", str(tmp_path / "nope"), recursive=True)
+def test_missing_key_is_named(memory_storage, memory_store, memory_s3, tmp_path):
+    bucket = "bkt"
+    with pytest.raises(StorageError, match=f"no such object 'nope.txt' in bucket '{bucket}'"):
+        memory_storage.copy(f"obs://{bucket}/nope.txt", str(tmp_path / "nope.txt"))
+    with pytest.raises(StorageError, match=f"nothing under key 'nope/' in bucket '{bucket}'"):
+        memory_storage.copy(f"obs://{bucket}/nope", str(tmp_path / "nope"), recursive=True)
     with pytest.raises(StorageError, match="no such object 'nope.txt'"):
-        s3_store.download(s3_bucket, "nope.txt", tmp_path / "nope.txt")
+        memory_store.download(bucket, "nope.txt", tmp_path / "nope.txt")
     with pytest.raises(StorageError, match="cannot delete"):
-        s3_storage.remove(f"obs://{s3_bucket}/nope.txt")
+        memory_storage.remove(f"obs://{bucket}/nope.txt")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -262,75 +272,59 @@ def test_parse_url_names_the_problem():
 
 # --- object keys stay inside their destination ----------------------------------------------------
 
-# Real OBS/S3 store such keys as they are; SeaweedFS refuses or normalises them on PUT, so the
-# listing is planted through a fake store instead (see test_cli_obs.py for the commands).
+# Real OBS/S3 store such keys as they are; SeaweedFS refuses or normalises them on PUT, so they are
+# planted in the in-memory S3 instead (see test_cli_obs.py for the commands).
 UNSAFE_KEYS = ["data/../escape.txt", "data/../../../tmp/escape.txt", "data//etc/passwd", "data/a//b.txt",
                "data/./dot.txt", "data/back\\..\\slash.txt", "data/C:/win.txt", "data/sub/.."]
 
 
-class PlantedStore:
-    """An object store holding exactly `keys` (b'x' each) that records every download it is asked for."""
+def written(root: Path) -> list[Path]:
+    """Files under `root`, but the cache's lock files (housekeeping, not staged content)."""
+    return [p for p in root.rglob("*") if p.is_file() and ".locks" not in p.relative_to(root).parts]
 
-    def __init__(self, keys: list[str]):
-        self.infos = {key: ObjectInfo(key, 1, "9dd4e461268c8034f5c8564e155c67a6") for key in keys}
-        self.downloads: list[Path] = []
 
-    def require_bucket(self, bucket: str, key: str = "") -> None:
-        pass
-
-    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
-        return self.infos.get(key)
-
-    def list(self, bucket: str, prefix: str = ""):
-        return (info for key, info in sorted(self.infos.items()) if key.startswith(prefix))
-
-    def matches(self, path: Path, info: ObjectInfo) -> bool:
-        return path.is_file()
-
-    def download(self, bucket, key, path, callback=None, info=None) -> ObjectInfo:
-        self.downloads.append(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
-        return self.infos[key]
+def planted(keys: list[str]) -> tuple[Storage, MemoryS3]:
+    """A Storage over an in-memory bucket 'bkt' holding exactly `keys` (b'x' each)."""
+    client = MemoryS3()
+    client.create_bucket(Bucket="bkt")
+    for key in keys:
+        client.put("bkt", key, b"x")
+    return Storage(ObjectStore(client), workers=1, show_progress=False), client
 
 
 @pytest.mark.parametrize("key", UNSAFE_KEYS, ids=["dotdot", "dotdot-deep", "absolute", "empty-segment", "dot",
                                                    "backslash", "drive", "trailing-dotdot"])
 def test_unsafe_key_is_refused_before_anything_is_written(key, tmp_path):
-    store = PlantedStore(["data/a-first.txt", key, "data/z-last.txt"])
-    storage = Storage(store, workers=1, show_progress=False)
+    storage, client = planted(["data/a-first.txt", key, "data/z-last.txt"])
     with pytest.raises(StorageError, match="nothing was copied") as caught:
         storage.copy("obs://bkt/data", str(tmp_path / "out" / "dest"), recursive=True)
     assert repr(key) in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(StorageError, match="would land outside"):
         stage_in("obs://bkt/data", tmp_path / "out" / "cache", storage=storage)
-    assert store.downloads == [] and not (tmp_path / "out").exists()
+    assert "download_file" not in client.calls and written(tmp_path / "out") == []
 
 
 def test_every_unsafe_key_is_counted_and_safe_folders_still_copy(tmp_path):
-    store = PlantedStore(["data/ok.txt", "data/sub/ok.txt", *UNSAFE_KEYS])
     with pytest.raises(StorageError, match=f"and {len(UNSAFE_KEYS) - 1} more unsafe keys"):
-        Storage(store, show_progress=False).sync("obs://bkt/data", str(tmp_path / "dest"))
-    report = Storage(PlantedStore(["data/ok.txt", "data/sub/ok.txt"]), show_progress=False).sync(
-        "obs://bkt/data", str(tmp_path / "dest"))
+        planted(["data/ok.txt", "data/sub/ok.txt", *UNSAFE_KEYS])[0].sync("obs://bkt/data", str(tmp_path / "dest"))
+    report = planted(["data/ok.txt", "data/sub/ok.txt"])[0].sync("obs://bkt/data", str(tmp_path / "dest"))
     assert sorted(report.copied) == ["ok.txt", "sub/ok.txt"]
 
 
 @pytest.mark.parametrize("url", ["obs://bkt/a/..", "obs://bkt/.", "obs://../x", "obs://bkt/a//b/", "obs://bkt/../.."],
                          ids=["key-dotdot", "key-dot", "bucket-dotdot", "empty-segment", "only-dotdot"])
 def test_a_staged_url_cannot_leave_the_cache(url, tmp_path):
-    store = PlantedStore([])
     with pytest.raises(StorageError, match="would land outside|not a valid bucket name"):
-        stage_in(url, tmp_path / "cache", storage=Storage(store, show_progress=False))
+        stage_in(url, tmp_path / "cache", storage=planted([])[0])
     assert not (tmp_path / "cache").exists()
 
 
 def test_a_single_object_named_dotdot_is_not_copied_into_a_folder(tmp_path):
-    store = PlantedStore(["x/.."])
+    storage, client = planted(["x/.."])
     (tmp_path / "dest").mkdir()
     with pytest.raises(StorageError, match="'..' segment"):
-        Storage(store, show_progress=False).copy("obs://bkt/x/..", str(tmp_path / "dest"))
-    assert store.downloads == []
+        storage.copy("obs://bkt/x/..", str(tmp_path / "dest"))
+    assert "download_file" not in client.calls
 
 
 def test_safe_keys_pass_unchanged():
@@ -375,10 +369,11 @@ def test_copy_of_a_folder_never_reads_outside_it(linked_folder, tmp_path):
     assert not any(p.is_symlink() for p in (tmp_path / "dest").rglob("*"))
 
 
-def test_upload_of_a_folder_leaves_links_out_of_it(s3_storage, s3_store, s3_bucket, linked_folder):
-    report = s3_storage.sync(str(linked_folder), f"obs://{s3_bucket}/up")
+def test_upload_of_a_folder_leaves_links_out_of_it(memory_storage, memory_store, memory_s3, linked_folder):
+    bucket = "bkt"
+    report = memory_storage.sync(str(linked_folder), f"obs://{bucket}/up")
     assert {entry.split(":")[0] for entry in report.left_out} == LEFT_OUT
-    assert {o.key for o in s3_store.list(s3_bucket)} == {"up/in-file", "up/one.txt", "up/sub/two.txt",
+    assert {o.key for o in memory_store.list(bucket)} == {"up/in-file", "up/one.txt", "up/sub/two.txt",
                                                          "up/sub/up-file"}
 
 
@@ -388,16 +383,17 @@ def open_uploads(s3_store, bucket: str) -> list[str]:
     return sorted(u["Key"] for u in s3_store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-def test_uploads_a_killed_run_left_open_are_aborted_by_the_next_run(s3_storage, s3_store, s3_bucket, folder):
+def test_uploads_a_killed_run_left_open_are_aborted_by_the_next_run(memory_storage, memory_store, memory_s3, folder):
+    bucket = "bkt"
     for key in ("run/big.bin", "run/nested/y.json", "run/big.bin", "elsewhere/big.bin"):
-        s3_store.client.create_multipart_upload(Bucket=s3_bucket, Key=key)  # what `kill -9` mid-upload leaves
-    assert open_uploads(s3_store, s3_bucket) == ["elsewhere/big.bin", "run/big.bin", "run/big.bin",
+        memory_store.client.create_multipart_upload(Bucket=bucket, Key=key)  # what `kill -9` mid-upload leaves
+    assert open_uploads(memory_store, bucket) == ["elsewhere/big.bin", "run/big.bin", "run/big.bin",
                                                  "run/nested/y.json"]
-    s3_storage.copy(str(folder), f"obs://{s3_bucket}/run", recursive=True)
-    assert open_uploads(s3_store, s3_bucket) == ["elsewhere/big.bin"]  # only keys this copy writes are touched
-    s3_store.client.create_multipart_upload(Bucket=s3_bucket, Key="one/a.txt")
-    s3_storage.copy(str(folder / "a.txt"), f"obs://{s3_bucket}/one/a.txt")
-    assert open_uploads(s3_store, s3_bucket) == ["elsewhere/big.bin"]
+    memory_storage.copy(str(folder), f"obs://{bucket}/run", recursive=True)
+    assert open_uploads(memory_store, bucket) == ["elsewhere/big.bin"]  # only keys this copy writes are touched
+    memory_store.client.create_multipart_upload(Bucket=bucket, Key="one/a.txt")
+    memory_storage.copy(str(folder / "a.txt"), f"obs://{bucket}/one/a.txt")
+    assert open_uploads(memory_store, bucket) == ["elsewhere/big.bin"]
 
 
 class InterruptMidFile(Storage):
@@ -423,3 +419,85 @@ def test_ctrl_c_mid_upload_aborts_the_multipart_upload(s3_store, s3_bucket, fold
         signal.signal(signal.SIGINT, previous)
     assert open_uploads(s3_store, s3_bucket) == []
     assert s3_store.stat(s3_bucket, "big.bin") is None
+
+
+# --- partial files, full disks, two commands at once ----------------------------------------------
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_downloads_partial_files_are_removed_by_the_next_run(memory_storage, memory_s3, tmp_path):
+    memory_s3.put("bkt", "data/a.txt", b"a")
+    memory_s3.put("bkt", "data/sub/b.txt", b"b")
+    dest = tmp_path / "dest"
+    (dest / "sub").mkdir(parents=True)
+    dead = [dest / f".a.txt.mnist-partial-{dead_pid()}-0123abcd.A1b2C3d4",  # s3transfer's own suffix too
+            dest / "sub" / f".b.txt.mnist-partial-{dead_pid()}-4567cdef"]
+    live = dest / ".a.txt.mnist-partial-1-89abcdef"  # pid 1 runs: another command's download in flight
+    for path in [*dead, live]:
+        path.write_bytes(b"half")
+    memory_storage.copy("obs://bkt/data", str(dest), recursive=True)
+    assert tree_bytes(dest) == {"a.txt": b"a", "sub/b.txt": b"b", live.name: b"half"}
+
+
+def full_disk(path: Path, **_) -> None:
+    """A download fault: half the file lands, then the disk is full."""
+    path.write_bytes(b"half")
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_a_full_disk_during_a_download_names_the_file_and_leaves_nothing(memory_storage, memory_s3, tmp_path):
+    memory_s3.put("bkt", "data/a.txt", b"a" * 100)
+    memory_s3.faults["download_file"] = full_disk
+    with pytest.raises(StorageError) as caught:
+        memory_storage.copy("obs://bkt/data/a.txt", str(tmp_path / "a.txt"))
+    message = str(caught.value)
+    assert f"{tmp_path / 'a.txt'}: No space left on device" in message and "obs://bkt/data/a.txt" in message
+    assert "\n" not in message and caught.value.http_status == 507
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_commands_staging_one_url_at_once_both_succeed(memory_s3, folder, tmp_path):
+    Storage(ObjectStore(memory_s3), show_progress=False).copy(str(folder), "obs://bkt/model", recursive=True)
+    memory_s3.faults["download_file"] = lambda **_: time.sleep(0.02)  # long enough to overlap
+    results, errors = [], []
+
+    def stage() -> None:
+        try:
+            results.append(stage_in("obs://bkt/model", tmp_path / "cache",
+                                    storage=Storage(ObjectStore(memory_s3), workers=2, show_progress=False)))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+    threads = [threading.Thread(target=stage) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(results) == 3
+    assert tree_bytes(results[0]) == tree_bytes(folder)
+
+
+@pytest.mark.parametrize("code, status, expected", [
+    ("AccessDenied", 403, "access denied"), ("NoSuchBucket", 404, "bucket 'bkt' does not exist"),
+    ("SlowDown", 503, "SlowDown"),
+], ids=["denied", "no-bucket", "other"])
+def test_every_client_failure_becomes_one_named_storage_error(memory_store, memory_s3, code, status, expected):
+    from fixtures.memory_s3 import client_error
+
+    def fail(**_) -> None:
+        raise client_error(code, status, "HeadObject")
+    for operation in ("head_bucket", "head_object", "list_objects_v2", "delete_objects", "upload_file"):
+        memory_s3.faults[operation] = fail
+    calls = [lambda: memory_store.stat("bkt", "k/a.txt"), lambda: list(memory_store.list("bkt", "k/")),
+             lambda: memory_store.remove("bkt", ["k/a.txt"]), lambda: memory_store.upload(Path(__file__), "bkt", "k/a.txt")]
+    for call in calls:
+        with pytest.raises(StorageError, match=expected) as caught:
+            call()
+        assert "obs://bkt/k/" in str(caught.value)
