@@ -16,7 +16,7 @@ import io
 import logging
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from model_service.tfserving_model_service import TfServingBaseService
 
@@ -25,26 +25,39 @@ logger = logging.getLogger(__name__)
 INPUT_NAME = "images"    # the multipart field, and the SavedModel signature's input
 OUTPUT_NAME = "scores"   # the signature's output: probabilities of digits 0-9
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
-MAX_PIXELS = 4096 * 4096  # far below Pillow's bomb limit: a 16-megapixel photo is plenty for a digit
-MAX_IMAGES = 256          # per request; keeps a body of tiny files from eating the worker's memory
+MIB = 1024 * 1024
+# What one request may cost, checked from the headers before any pixel is decoded: this code
+# runs on ModelArts without the local service's own checks in front of it.
+MAX_IMAGES = 256                  # per request
+MAX_IMAGE_BYTES = 64 * MIB        # decoded pixels of one image: 4096x4096 RGBA, a 16-megapixel gray scan
+MAX_REQUEST_BYTES = 128 * MIB     # decoded pixels of all the images of a request
+WORK_SIDE = 512           # larger images are box-reduced to this long side before any array work
+STRIP_ROWS = 256          # ... a band of rows at a time, so the reduction needs no full-size copy
 SIDE, BOX = 28, 20        # MNIST: 28x28 field, digit fitted in a 20x20 box
-INK_LEVEL = 0.25          # fraction of the peak above which a pixel counts as ink when cropping
+INK_LEVEL = 0.25          # fraction of the stroke level above which a pixel counts as ink when cropping
+NOISE_SIGMAS = 4.0        # ink must stand this many noise deviations off the paper
+MIN_CONTRAST = 24         # ... and at least this many gray levels: fainter than that is no digit
 JPEG_DRAFT_SIDE = 120     # JPEGs decode at 1/2..1/8 scale, keeping at least this short side: much faster
 TOP_K = 5
-# Image.Resampling arrived in Pillow 9.1; Python 3.6 runtimes get Pillow 8.4, which has only the constant.
+# Image.Resampling and Image.Transpose arrived in Pillow 9.1; Pillow 8.4 (Python 3.6) has the constants.
 BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+ORIENTATION = 0x0112      # the EXIF tag phones use for "rotate when shown"
 
 
 class MnistService(TfServingBaseService):
     """Turns uploaded images into [N, 784] float32 pixels and the model's scores into labels."""
 
     def _preprocess(self, data):
-        named = list(iter_images(data))
-        if len(named) > MAX_IMAGES:
-            raise TypeError(f"{INPUT_NAME}: {len(named)} images in one request, at most {MAX_IMAGES}")
+        named = list_images(data)
         batch = np.empty((len(named), SIDE * SIDE), np.float32)
+        allowance = MAX_REQUEST_BYTES
         for row, (name, source) in zip(batch, named):
-            row[:] = to_mnist(decode_image(name, source)).ravel()
+            image = open_image(name, source)
+            allowance -= decoded_bytes(image)
+            if allowance < 0:
+                raise TypeError(f"{name}: the request's images decode to more than {MAX_REQUEST_BYTES // MIB} MiB "
+                                f"together; send fewer or smaller images")
+            row[:] = to_mnist(read_gray(name, image), name).ravel()
         return {INPUT_NAME: batch}
 
     def _postprocess(self, data):
@@ -52,56 +65,104 @@ class MnistService(TfServingBaseService):
         return answers[0] if len(answers) == 1 else answers
 
 
-def iter_images(data):
-    """(name, bytes-or-file) for each image of a multipart or JSON request."""
+def list_images(data):
+    """[(name, bytes-or-file)] for each image of a multipart or JSON request, counted before it is listed."""
     if not isinstance(data, dict) or INPUT_NAME not in data:
-        got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        got = sorted(map(str, data))[:20] if isinstance(data, dict) else type(data).__name__
         raise KeyError(f"request has no '{INPUT_NAME}' field (got {got})")
     field = data[INPUT_NAME]
     if isinstance(field, dict):
-        items = list(field.items())
+        items = field.items()
     elif isinstance(field, (list, tuple)):
-        items = [(f"{INPUT_NAME}[{i}]", value) for i, value in enumerate(field)]
+        items = None
     else:
-        items = [(INPUT_NAME, field)]
-    if not items:
+        field, items = [field], [(INPUT_NAME, field)]
+    if not field:
         raise TypeError(f"{INPUT_NAME}: no image in the request")
-    return ((str(name), from_base64(name, value) if isinstance(value, str) else value)
-            for name, value in items)
+    if len(field) > MAX_IMAGES:
+        raise TypeError(f"{INPUT_NAME}: {len(field)} images in one request, at most {MAX_IMAGES}")
+    if items is None:
+        items = ((f"{INPUT_NAME}[{i}]", value) for i, value in enumerate(field))
+    return [(str(name), from_base64(name, value) if isinstance(value, str) else value) for name, value in items]
 
 
 def from_base64(name, text):
-    """The bytes of a base64 string (standard or URL-safe alphabet, optional data: URL prefix)."""
-    if text.startswith("data:"):
+    """The bytes of a base64 string: standard or URL-safe alphabet, padding optional, line breaks and
+    a data: URL prefix (any case) allowed."""
+    if text[:5].lower() == "data:":
         text = text.partition(",")[2]
+    text = "".join(text.split()).rstrip("=").replace("-", "+").replace("_", "/")
     try:
-        return base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=False)
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise TypeError(f"{name}: not valid base64 ({exc})") from exc
 
 
+class Unreadable(object):
+    """Turns Pillow's many failures on a bad file into one TypeError naming it."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if exc is None or isinstance(exc, TypeError):
+            return False
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise TypeError(f"{self.name}: image dimensions too large ({exc})") from exc
+        if isinstance(exc, Image.UnidentifiedImageError):
+            # Pillow's own text names the in-memory buffer's address: noise for the user.
+            raise TypeError(f"{self.name}: not a readable PNG, JPEG, BMP or GIF image") from exc
+        if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError)):
+            raise TypeError(f"{self.name}: not a readable PNG, JPEG, BMP or GIF image ({exc})") from exc
+        return False
+
+
 def decode_image(name, source):
     """An 8-bit grayscale array of one image file; TypeError names the file when it is unusable."""
+    return read_gray(name, open_image(name, source))
+
+
+def open_image(name, source):
+    """The image, its header read but no pixel decoded; TypeError when it would decode too large."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     elif not hasattr(source, "read"):
         raise TypeError(f"{name}: expected an image file, got {type(source).__name__}")
-    try:
-        image = Image.open(source, formats=FORMATS)
-        width, height = image.size
-        if width * height > MAX_PIXELS or not width or not height:
-            raise TypeError(f"{name}: image is {width}x{height} pixels, at most {MAX_PIXELS} allowed")
-        shrink_jpeg(image).load()
-        return to_gray(orient(image))
-    except TypeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TypeError(f"{name}: image dimensions too large ({exc})") from exc
-    except Image.UnidentifiedImageError as exc:
-        # Pillow's own text names the in-memory buffer's address: noise for the user.
-        raise TypeError(f"{name}: not a readable PNG, JPEG, BMP or GIF image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        raise TypeError(f"{name}: not a readable PNG, JPEG, BMP or GIF image ({exc})") from exc
+    with Unreadable(name):
+        image = shrink_jpeg(Image.open(source, formats=FORMATS))
+    width, height = image.size
+    if not width or not height:
+        raise TypeError(f"{name}: image is {width}x{height} pixels")
+    cost = decoded_bytes(image)
+    if cost > MAX_IMAGE_BYTES:
+        raise TypeError(f"{name}: a {width}x{height} {image.mode} image decodes to {cost // MIB} MiB, "
+                        f"at most {MAX_IMAGE_BYTES // MIB} MiB")
+    return image
+
+
+def decoded_bytes(image):
+    """Bytes of pixels that decoding `image` costs (size and mode from the header; JPEG after its draft)."""
+    width, height = image.size
+    mode = image.mode
+    if mode in ("1", "L", "P"):
+        stored = 1
+    elif mode.startswith("I;16"):
+        stored = 2
+    else:
+        stored = 4  # Pillow keeps every other mode in 4 bytes a pixel
+    wide = any(";16" in str(tile[3]) for tile in (image.tile or ()) if len(tile) > 3)
+    unpacked = len(image.getbands()) * (2 if wide else 1)  # a 16-bit RGBA row is 8 bytes a pixel
+    return width * height * max(stored, unpacked)
+
+
+def read_gray(name, image):
+    """Decode an opened image into an upright 8-bit gray array, reduced to WORK_SIDE when larger."""
+    with Unreadable(name):
+        image.load()
+        return to_gray(orient(reduce_large(image)))
 
 
 def shrink_jpeg(image):
@@ -113,9 +174,39 @@ def shrink_jpeg(image):
     return image
 
 
+def reduce_large(image):
+    """Box-average an image with a side over WORK_SIDE down to it, a band of rows at a time."""
+    factor = -(-max(image.size) // WORK_SIDE)
+    if factor < 2:
+        return image
+    if image.mode == "PA" or "transparency" in image.info:
+        working = "RGBA"  # a palette or colour key cannot be averaged; its alpha can
+    elif image.mode in ("1", "P"):
+        working = "L"
+    elif image.mode.startswith("I;16"):
+        working = "I"
+    else:
+        working = image.mode
+    width, height = image.size
+    reduced = Image.new(working, (-(-width // factor), -(-height // factor)))
+    rows = STRIP_ROWS * factor
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        if strip.mode != working:
+            strip = strip.convert(working)
+        reduced.paste(strip.reduce(factor), (0, top // factor))
+    reduced.info = dict(image.info)  # keeps the EXIF orientation for orient()
+    reduced.info.pop("transparency", None)  # applied: it is in the alpha band now
+    return reduced
+
+
 def orient(image):
-    """Apply the EXIF orientation of phone photos, so the digit is upright."""
-    if image.format == "JPEG" and image.getexif().get(0x0112, 1) != 1:
+    """Apply the EXIF orientation phones write (JPEG, PNG eXIf, XMP), so the digit is upright."""
+    try:
+        orientation = image.getexif().get(ORIENTATION, 1)
+    except Exception:  # a malformed EXIF block says nothing usable about orientation; the pixels are fine
+        return image
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
         return ImageOps.exif_transpose(image)
     return image
 
@@ -127,15 +218,26 @@ def to_gray(image):
     mode = image.mode
     if mode in ("L", "1", "P", "RGB", "CMYK", "YCbCr"):
         return np.asarray(image if mode == "L" else image.convert("L"))
-    if mode.startswith("I;16"):
-        return (np.asarray(image, np.uint16) >> 8).astype(np.uint8)
-    if mode in ("I", "F"):
-        values = np.asarray(image, np.float32)
-        scale = 255.0 / 65535.0 if values.max(initial=0) > 255 else 1.0
-        return np.clip(values * scale, 0, 255).astype(np.uint8)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return wide_to_gray(np.asarray(image, np.float32 if mode == "F" else np.int32))
     if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
         return flatten_alpha(np.asarray(image.convert("LA")))
     return np.asarray(image.convert("RGB").convert("L"))
+
+
+def wide_to_gray(values):
+    """16/32-bit or float levels as 8-bit: scaled by the bit depth the values actually use.
+
+    A 16-bit PNG holding 0-255 stays as is; 0-4095 (12-bit) and 0-65535 are scaled to 0-255; floats
+    up to 1.0 are taken as fractions.
+    """
+    values = np.maximum(values.astype(np.float32), 0)
+    peak = float(values.max(initial=0))
+    if values.dtype == np.float32 and 0 < peak <= 1.0 and not np.array_equal(values, np.round(values)):
+        full = 1.0
+    else:
+        full = float(2 ** max(8, int(np.ceil(np.log2(peak + 1)))) - 1) if peak > 255 else 255.0
+    return np.clip(values * (255.0 / full) + 0.5, 0, 255).astype(np.uint8)
 
 
 def flatten_alpha(gray_alpha):
@@ -148,27 +250,94 @@ def flatten_alpha(gray_alpha):
     return (background + (gray - background) * alpha + 0.5).astype(np.uint8)
 
 
-def to_mnist(gray):
-    """A 28x28 uint8 MNIST digit (white on black) from an 8-bit gray image of any size."""
-    pixels = normalise_levels(gray)
+def to_mnist(gray, name="image"):
+    """A 28x28 uint8 MNIST digit (white on black) from an 8-bit gray image of any size.
+
+    TypeError when the image holds no ink (blank, uniform, or noise only).
+    """
+    pixels = ink_levels(gray, name)
     if pixels.shape == (SIDE, SIDE):
         return pixels
     return centre_digit(crop_to_ink(pixels))
 
 
-def normalise_levels(gray):
-    """White ink on a zero background at full range; a light border means dark ink, so invert."""
+def ink_levels(gray, name="image"):
+    """White ink at full range on a zero background, whatever the paper's level, light and polarity.
+
+    The paper is modelled as a smooth surface (uneven light), fitted robustly so the ink does not
+    pull it; ink is what stands well off it, on whichever side stands off more (dark ink on light
+    paper, or a light digit on a dark or mid-grey ground).
+    """
     border = np.concatenate((gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]))
-    background = median_level(border)
-    if background > 127:
-        gray, background = 255 - gray, 255 - background
-    peak = int(gray.max())
-    if background == 0 and peak == 255:
-        return gray
-    if peak <= background:
-        return np.zeros_like(gray)
-    scaled = (gray.astype(np.float32) - background) * (255.0 / (peak - background))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    if not border.any() and gray.max() == 255:
+        return gray  # already MNIST-like: kept exactly
+    levels = gray.astype(np.float32)
+    residual = levels - fit_paper(levels)
+    noise = noise_level(residual)
+    floor = NOISE_SIGMAS * noise
+    light, dark = strength(residual, floor), strength(-residual, floor)
+    ink = residual if light >= dark else -residual
+    stroke = stroke_level(ink, floor)
+    if stroke - floor < MIN_CONTRAST:
+        raise TypeError(f"{name}: no digit found: the image has no ink standing off its background "
+                        f"(a blank, uniform or noise-only image)")
+    scaled = (ink - floor) * (255.0 / (stroke - floor))
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def fit_paper(levels):
+    """A quadratic surface through the background, refitted on the pixels that lie close to it."""
+    height, width = levels.shape
+    step = max(1, max(height, width) // 64)
+    rows, cols = np.mgrid[0:height:step, 0:width:step]
+    samples = levels[::step, ::step].ravel()
+    y, x = rows.ravel() / float(height), cols.ravel() / float(width)
+    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    centre = median_level(samples)
+    keep = np.abs(samples - centre) <= max(2.0 * mad(samples), 8.0)
+    coeffs = np.zeros(6)
+    coeffs[0] = centre
+    for _ in range(4):
+        if keep.sum() < 12:
+            break
+        coeffs = np.linalg.lstsq(basis[keep], samples[keep], rcond=None)[0]
+        residual = samples - basis @ coeffs
+        keep = np.abs(residual) <= max(3.0 * mad(residual[keep]), 4.0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    y, x = y / height, x / width
+    c = coeffs.astype(np.float32)
+    return c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y
+
+
+def mad(values):
+    """The spread of values as a normal deviation, from their median absolute deviation."""
+    if not values.size:
+        return 0.0
+    centre = np.median(values)
+    return 1.4826 * float(np.median(np.abs(values - centre)))
+
+
+def noise_level(residual):
+    """The paper's noise (a normal deviation), from pixels near the fitted surface."""
+    near = residual[np.abs(residual) < 32]
+    return mad(near[:: max(1, near.size // 20000)]) if near.size else 0.0
+
+
+def strength(ink, floor):
+    """How strongly one side stands off the paper: the summed squared excess past the floor.
+
+    Squared, so a few strong strokes outweigh a wide patch of slightly lighter paper.
+    """
+    excess = ink[ink > floor] - floor
+    return float((excess * excess).sum())
+
+
+def stroke_level(ink, floor):
+    """The level of the strokes' cores: a high percentile of the ink pixels, not a single noisy maximum."""
+    strokes = ink[ink > floor]
+    if strokes.size < 3:
+        return floor
+    return float(np.percentile(strokes, 90)) if strokes.size > 20 else float(strokes.max())
 
 
 def median_level(values):
@@ -181,8 +350,13 @@ def median_level(values):
 
 
 def crop_to_ink(pixels):
-    """The bounding box of the pixels bright enough to be ink (a view, not a copy)."""
+    """The bounding box of the ink (a view, not a copy); isolated specks of noise do not widen it."""
     ink = pixels > INK_LEVEL * 255
+    if pixels.shape[0] > SIDE and pixels.shape[1] > SIDE:
+        # A pixel counts when its 3x3 neighbourhood holds ink too: strokes pass, lone specks do not.
+        solid = np.asarray(Image.fromarray(pixels).filter(ImageFilter.BoxBlur(1))) > INK_LEVEL * 255 / 2
+        if solid.any():
+            ink = ink & solid
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if not rows.size:
         return pixels[:0, :0]
