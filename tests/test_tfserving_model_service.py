@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from fixtures.tf1_saved_model import tf1_expected_scores
 from model_service.errors import ServingInputError, SignatureError, StepFailed
-from model_service.saved_model import LOADER_ENV, SessionModel, saved_model_loader
+from model_service.lite_engine import LiteSignature
+from model_service.saved_model import LOADER_ENV, SessionModel, SessionSignature, saved_model_loader
 from model_service.tfserving_model_service import TfServingBaseService, fits, pick_signature
 
 from modelarts_mnist.loader import inference_failed
@@ -163,9 +164,13 @@ def test_an_unknown_loader_is_refused(monkeypatch):
 
 
 def test_each_loader_gives_its_backend(service):
-    session = isinstance(service.saved_model, SessionModel)
-    assert service.signature.eager is not session
-    assert (service.lite_path is None) if session else (service.lite_path is not None)
+    """v1 asks for TensorFlow's Session (as TF Serving runs it); v2 gets LiteRT, with no SavedModel loaded."""
+    session = "Session loader" in service.engine_plan.reason
+    assert isinstance(service.signature, SessionSignature if session else LiteSignature)
+    assert (service.lite_path is None) is session
+    assert ("_saved_model" in vars(service)) is session
+    if session:
+        assert isinstance(service.saved_model, SessionModel)
 
 
 @pytest.fixture(scope="module", params=["v2", "v1"])
