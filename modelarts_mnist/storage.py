@@ -143,6 +143,7 @@ class Storage:
         self.show_progress = show_progress
         self._lock = threading.Lock()
         self._stopping = threading.Event()  # set on Ctrl-C/SIGTERM: transfers in flight give up and clean up
+        self._failed = threading.Event()  # set when one file failed: no new file is started
 
     def copy(self, src: str, dst: str, *, recursive: bool = False) -> CopyReport:
         """Copy a file, or with `recursive` a folder's contents, from `src` to `dst` (local or remote)."""
@@ -199,6 +200,7 @@ class Storage:
             for folder in folders:
                 sweep_partials(folder)
         self._stopping.clear()
+        self._failed.clear()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="obs-copy") as pool:
             futures = [pool.submit(self._copy_item, item, src, dst, single, report, bar) for item in items]
             try:
@@ -218,6 +220,16 @@ class Storage:
             raise StorageError(message, http_status=getattr(first, "http_status", None)) from first
 
     def _copy_item(self, item: _Item, src: str, dst: str, single: bool, report: CopyReport, bar) -> None:
+        """Copy one file unless the destination already holds the same bytes (nothing once another failed)."""
+        if self._failed.is_set():
+            return
+        try:
+            self._copy_one(item, src, dst, single, report, bar)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def _copy_one(self, item: _Item, src: str, dst: str, single: bool, report: CopyReport, bar) -> None:
         """Copy one file unless the destination already holds the same bytes."""
         source = src if single else _join(src, item.relative)
         target = dst if single else _join(dst, item.relative)
