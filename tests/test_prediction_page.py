@@ -18,6 +18,7 @@ from modelarts_mnist.server.app import ServeConfig, create_app
 
 HELD_OUT = slice(500, None)  # test digits outside the tiny model's training and evaluation sets
 DRAW_TIMEOUT_MS = 30_000
+TOKEN = "s3cret-token"
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -49,15 +50,39 @@ def service_url(tiny_package):
         yield url
 
 
-@pytest.fixture()
-def page(chromium, service_url):
-    """A fresh page at /ui/ (1280 wide) whose script errors fail the test."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
+@pytest.fixture(scope="module")
+def token_service_url(tiny_package):
+    """The same service started with an auth token (TOKEN)."""
+    app = create_app(config=ServeConfig(model_dir=tiny_package, load_in_background=False, tf_threads=1,
+                                        auth_token=TOKEN))
+    with serve_wsgi(app) as url:
+        yield url
+
+
+def watch_for_errors(context, page) -> list[str]:
+    """Script errors and Content-Security-Policy violations of page, as they happen.
+
+    The page's policy refuses eval, so tests wait with function predicates ("() => ..."):
+    Playwright polls a bare expression by eval-ing it in the page.
+    """
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    # Every violation, also those Chromium does not print: reported by the page's own event.
+    context.add_init_script("document.addEventListener('securitypolicyviolation', e => "
+                            "console.error(`Content Security Policy: ${e.violatedDirective} ${e.blockedURI}`))")
+    return errors
+
+
+@pytest.fixture()
+def page(chromium, service_url):
+    """A fresh page at /ui/ (1280 wide) whose script errors and CSP violations fail the test."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors = watch_for_errors(context, page)
     page.goto(f"{service_url}/ui/")
-    page.wait_for_function("document.getElementById('model-summary').textContent.startsWith('Serving')")
+    page.wait_for_function("() => document.getElementById('model-summary').textContent.startsWith('Serving')")
     yield page
     context.close()
     assert errors == []
@@ -84,7 +109,7 @@ def draw(page, strokes):
 
 def wait_for_predictions(page, count):
     """Wait until the page has shown `count` answers (the script counts them on <body>)."""
-    page.wait_for_function(f"document.body.dataset.predictions === '{count}'", timeout=DRAW_TIMEOUT_MS)
+    page.wait_for_function(f"() => document.body.dataset.predictions === '{count}'", timeout=DRAW_TIMEOUT_MS)
 
 
 def upload(page, name, content, mime="image/png"):
@@ -118,7 +143,7 @@ def test_preview_shows_the_28x28_image_the_service_made(page):
     draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
     page.click("#predict")
     wait_for_predictions(page, 1)
-    page.wait_for_function("document.getElementById('seen').complete && document.getElementById('seen').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('seen').complete && document.getElementById('seen').naturalWidth > 0")
     assert page.eval_on_selector("#seen", "img => [img.naturalWidth, img.naturalHeight]") == [28, 28]
     # A vertical stroke centred by the service: ink in the middle columns, none in the corners.
     pixels = page.evaluate("""() => {
@@ -204,6 +229,7 @@ def test_controls_are_reachable_by_keyboard(page):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
     assert {"predict", "clear", "file"} <= set(reached)
+    draw(page, [[(0.5, 0.15), (0.5, 0.85)]])  # a blank pad is refused as "no digit found"
     page.focus("#predict")
     page.keyboard.press("Enter")
     wait_for_predictions(page, 1)
@@ -260,3 +286,72 @@ def test_time_from_page_load_to_first_prediction(chromium, service_url, held_out
           ", ".join(f"{name} {value:.0f}" for name, value in timing.items()))
     (artifacts_dir / "prediction-page-timing.json").write_text(json.dumps(timing), encoding="utf-8")
     assert 0 < loaded_ms < sent_ms < in_page_ms < wall_ms < 30_000
+
+
+def test_the_page_sends_a_strict_policy_and_runs_under_it(chromium, service_url):
+    context = chromium.new_context()
+    page = context.new_page()
+    errors = watch_for_errors(context, page)
+    answer = page.goto(f"{service_url}/ui/")
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+    assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"
+    draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
+    page.click("#predict")
+    wait_for_predictions(page, 1)
+    page.wait_for_function("() => document.getElementById('seen').naturalWidth === 28")  # a data: image, allowed
+    assert errors == []  # the page's own work raised no violation
+    # The policy is enforced, not only sent: an injected inline script does not run.
+    page.evaluate("""() => { const s = document.createElement('script');
+                             s.textContent = 'window.ran = true'; document.body.append(s); }""")
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.ran === undefined")
+    assert errors and all("Content Security Policy" in error for error in errors)
+    context.close()
+
+
+def test_the_page_cannot_be_framed(chromium, service_url):
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_content(f'<iframe id="f" src="{service_url}/ui/"></iframe>')
+    page.wait_for_timeout(1000)
+    frame = page.frame_locator("#f")
+    assert frame.locator("#pad").count() == 0
+    context.close()
+
+
+def test_with_a_token_the_page_asks_for_it_then_works(chromium, token_service_url):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors = watch_for_errors(context, page)
+    sent = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("x-auth-token"))))
+    assert page.goto(f"{token_service_url}/ui/").status == 200  # the page itself needs no token
+    page.wait_for_function("() => document.getElementById('model-summary').textContent.includes('X-Auth-Token')")
+    assert page.eval_on_selector("#options", "form => form.closest('details').open")
+    page.fill("#token", "wrong")
+    page.press("#token", "Enter")  # submits: stores the token and predicts the blank pad
+    page.wait_for_selector("#error:not([hidden])")
+    assert "HTTP 401" in page.text_content("#error")
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_function("() => document.getElementById('model-summary').textContent.startsWith('Serving')")
+    page.click("#clear")
+    draw(page, [[(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)]])
+    page.click("#predict")
+    wait_for_predictions(page, 1)
+    assert shown_label(page) == "1"
+    page.wait_for_function("() => document.getElementById('seen').naturalWidth === 28")  # the preview was allowed too
+    fetched = {url.rsplit("/", 1)[-1] or "/": token for url, token in sent if token == TOKEN}
+    assert {"model.json", "preview", "/"} <= set(fetched)
+    assert all(TOKEN not in url for url, _ in sent)
+    # Kept for this tab only: a reload still has it, a new browser context does not.
+    page.reload()
+    page.wait_for_function("() => document.getElementById('model-summary').textContent.startsWith('Serving')")
+    other = context.browser.new_context().new_page()
+    other.goto(f"{token_service_url}/ui/")
+    other.wait_for_function("() => document.getElementById('model-summary').textContent.includes('X-Auth-Token')")
+    assert other.input_value("#token") == ""
+    other.context.close()
+    context.close()
+    assert errors == []

@@ -193,3 +193,80 @@ def test_create_app_wires_preview_to_the_services_preprocess():
     assert list(service.preprocess.calls[0]["images"]) == ["one.png"]
     assert client.get("/ui/model.json").get_json()["model_name"] == "mnist"
     assert client.get("/", headers={"Accept": "text/html"}).headers["Location"].endswith("/ui/")
+
+
+def make_token_client(token="s3cret", preprocess=None):
+    """A bare app with the /ui blueprint guarded by token."""
+    app = Flask(__name__)
+    app.register_blueprint(create_ui_blueprint(lambda: {"model_name": "m", "model_dir": "/srv/models/m"},
+                                               preprocess or RecordingPreprocess(), auth_token=token))
+    return app
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Auth-Token": "wrong"}, {"X-Auth-Token": "s3cret "},
+                                     {"X-Auth-Token": "S3CRET"}], ids=["missing", "wrong", "near-miss", "case"])
+def test_routes_that_reveal_or_run_need_the_token(headers):
+    preprocess = RecordingPreprocess()
+    client = make_token_client(preprocess=preprocess).test_client()
+    described = client.get("/ui/model.json", headers=headers)
+    previewed = client.post("/ui/preview", headers=headers,
+                            data={"images": (io.BytesIO(png_bytes(np.zeros((28, 28)))), "a.png")})
+    for response in (described, previewed):
+        assert response.status_code == 401
+        assert response.get_json()["error_code"] == "APIG.0301"
+        assert "/srv/models" not in response.get_data(as_text=True)
+    assert preprocess.calls == []
+
+
+def test_the_right_token_opens_them():
+    client = make_token_client().test_client()
+    assert client.get("/ui/model.json", headers={"X-Auth-Token": "s3cret"}).get_json()["model_name"] == "m"
+    previewed = client.post("/ui/preview", headers={"X-Auth-Token": "s3cret"},
+                            data={"images": (io.BytesIO(png_bytes(np.zeros((28, 28)))), "a.png")})
+    assert previewed.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/ui/", *(f"/ui/static/{name}" for name in STATIC_FILES)])
+def test_the_page_and_its_files_load_without_the_token(path):
+    assert make_token_client().test_client().get(path).status_code == 200
+
+
+def test_a_route_added_to_the_blueprint_later_is_guarded_by_default():
+    app = Flask(__name__)
+    blueprint = create_ui_blueprint(lambda: {}, auth_token="s3cret")
+
+    @blueprint.get("/secrets")
+    def secrets():
+        return {"secret": 42}
+
+    app.register_blueprint(blueprint)
+    client = app.test_client()
+    assert client.get("/ui/secrets").status_code == 401
+    assert client.get("/ui/secrets", headers={"X-Auth-Token": "s3cret"}).get_json() == {"secret": 42}
+
+
+def test_the_page_has_no_inline_script_style_or_handlers():
+    page = make_client().get("/ui/").get_data(as_text=True)
+    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="static/app.js">']
+    assert "<style" not in page and not re.search(r"\sstyle\s*=", page)
+    assert not re.search(r"\son[a-z]+\s*=", page, re.IGNORECASE)
+    assert "javascript:" not in page.lower()
+    script = make_client().get("/ui/static/app.js").get_data(as_text=True)
+    assert not re.search(r"\b(eval|new Function|innerHTML|outerHTML|insertAdjacentHTML|document\.write)\b", script)
+
+
+def test_every_answer_of_the_app_carries_the_security_headers():
+    from modelarts_mnist.server.app import ServeConfig, create_app
+
+    client = create_app(service=FakeService(), config=ServeConfig(auth_token="s3cret")).test_client()
+    answers = [client.get("/ui/"), client.get("/ui/static/app.js"), client.get("/ui/model.json"),
+               client.get("/ui"), client.get("/health"), client.post("/", data=b"{", content_type="application/json"),
+               client.get("/nothing"), client.post("/", headers={"X-Auth-Token": "s3cret"},
+                                                   data={"images": (io.BytesIO(png_bytes(np.zeros((28, 28)))), "a.png")})]
+    for response in answers:
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+    assert [r.status_code for r in answers] == [200, 200, 401, 308, 200, 401, 404, 200]
