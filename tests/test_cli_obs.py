@@ -1,6 +1,7 @@
-"""`modelarts-mnist obs ...` and `upload` against a real S3 server (SeaweedFS)."""
+"""`modelarts-mnist obs ...` and `upload`: on the in-memory S3 (injected through click's obj), and on SeaweedFS where only a real server shows it."""
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -47,13 +48,14 @@ def test_cp_round_trip_then_skips_identical(runner, s3_env, s3_bucket, folder, t
     assert tree(tmp_path / "back") == tree(folder)
 
 
-def test_ls_and_rm(runner, s3_env, s3_bucket, folder):
-    runner.invoke(main, ["obs", "cp", "-r", str(folder), f"obs://{s3_bucket}/data"], catch_exceptions=False)
-    listing = runner.invoke(main, ["obs", "ls", f"obs://{s3_bucket}/data/"])
+def test_ls_and_rm(runner, memory_wiring, folder):
+    invoke = functools.partial(runner.invoke, main, obj=memory_wiring)
+    invoke(["obs", "cp", "-r", str(folder), "obs://bkt/data"], catch_exceptions=False)
+    listing = invoke(["obs", "ls", "obs://bkt/data/"])
     assert listing.output.split() == ["PRE", "data/sub/", "4", "data/one.txt"]
-    assert runner.invoke(main, ["obs", "rm", f"obs://{s3_bucket}/data/one.txt"]).output == "deleted 1 object(s)\n"
-    assert runner.invoke(main, ["obs", "rm", "-r", f"obs://{s3_bucket}/data"]).output == "deleted 1 object(s)\n"
-    assert f"{s3_bucket}/" in runner.invoke(main, ["obs", "ls"]).output
+    assert invoke(["obs", "rm", "obs://bkt/data/one.txt"]).output == "deleted 1 object(s)\n"
+    assert invoke(["obs", "rm", "-r", "obs://bkt/data"]).output == "deleted 1 object(s)\n"
+    assert "bkt/" in invoke(["obs", "ls"]).output
 
 
 def test_wrong_secret_exits_1_naming_bucket_and_key(runner, s3_env, s3_bucket, folder, monkeypatch):
@@ -69,11 +71,11 @@ def test_wrong_secret_exits_1_naming_bucket_and_key(runner, s3_env, s3_bucket, f
     (["obs", "rm", "obs://{bucket}/no/such.txt"], "no such object 'no/such.txt' in bucket '{bucket}'"),
     (["obs", "cp", "obs://{bucket}/no/such.txt", "{tmp}/x"], "no such object 'no/such.txt' in bucket '{bucket}'"),
 ], ids=["missing-bucket", "rm-missing-key", "cp-missing-key"])
-def test_missing_things_are_named(runner, s3_env, s3_bucket, tmp_path, args, message):
-    args = [a.format(bucket=s3_bucket, tmp=tmp_path) for a in args]
-    result = runner.invoke(main, args)
+def test_missing_things_are_named(runner, memory_wiring, tmp_path, args, message):
+    args = [a.format(bucket="bkt", tmp=tmp_path) for a in args]
+    result = runner.invoke(main, args, obj=memory_wiring)
     assert result.exit_code == 1
-    assert message.format(bucket=s3_bucket) in result.output
+    assert message.format(bucket="bkt") in result.output
 
 
 def test_unreachable_endpoint_flag_fails_fast(runner, s3_env, folder):
@@ -102,29 +104,30 @@ def test_obs_help_imports_no_boto3():
 
 @pytest.mark.parametrize("root", ["obs://{bucket}", "obs://{bucket}/", "s3://{bucket}//"],
                          ids=["bare", "slash", "double-slash"])
-def test_rm_r_of_a_whole_bucket_needs_force(runner, s3_env, s3_store, s3_bucket, folder, root):
-    runner.invoke(main, ["obs", "cp", "-r", str(folder), f"obs://{s3_bucket}/data"], catch_exceptions=False)
-    url = root.format(bucket=s3_bucket)
-    refused = runner.invoke(main, ["obs", "rm", "-r", url])
+def test_rm_r_of_a_whole_bucket_needs_force(runner, memory_wiring, memory_s3, folder, root):
+    invoke = functools.partial(runner.invoke, main, obj=memory_wiring)
+    invoke(["obs", "cp", "-r", str(folder), "obs://bkt/data"], catch_exceptions=False)
+    url = root.format(bucket="bkt")
+    refused = invoke(["obs", "rm", "-r", url])
     assert refused.exit_code == 1
-    assert refused.output == f"Error: refusing to delete every object in obs://{s3_bucket}/: that is the whole " \
+    assert refused.output == "Error: refusing to delete every object in obs://bkt/: that is the whole " \
                              "bucket; add --force if you mean it\n"
-    assert bucket_keys(s3_store, s3_bucket) == {"data/one.txt", "data/sub/two.bin"}
-    forced = runner.invoke(main, ["obs", "rm", "-r", "--force", url])
-    assert forced.output == "deleted 2 object(s)\n" and bucket_keys(s3_store, s3_bucket) == set()
+    assert memory_s3.keys("bkt") == {"data/one.txt", "data/sub/two.bin"}
+    forced = invoke(["obs", "rm", "-r", "--force", url])
+    assert forced.output == "deleted 2 object(s)\n" and memory_s3.keys("bkt") == set()
 
 
 @pytest.mark.parametrize("command", ["cp -r", "sync"])
-def test_links_out_of_the_source_are_named_and_not_copied(runner, s3_env, s3_store, s3_bucket, folder, tmp_path,
+def test_links_out_of_the_source_are_named_and_not_copied(runner, memory_wiring, memory_s3, folder, tmp_path,
                                                           command):
     (tmp_path / "secret.txt").write_text("outside\n")
     (folder / "leak.txt").symlink_to(tmp_path / "secret.txt")
     (folder / "sub" / "again.txt").symlink_to("../one.txt")  # inside the tree: copied as its content
-    result = runner.invoke(main, ["obs", *command.split(), str(folder), f"obs://{s3_bucket}/data"])
+    result = runner.invoke(main, ["obs", *command.split(), str(folder), "obs://bkt/data"], obj=memory_wiring)
     assert result.exit_code == 0, result.output
     assert result.stderr == f"not copied: leak.txt: symbolic link to {tmp_path / 'secret.txt'}, outside the folder\n"
     assert result.stdout.endswith("3 copied (0.0 MB), 0 skipped as identical, 1 not copied\n")
-    assert bucket_keys(s3_store, s3_bucket) == {"data/one.txt", "data/sub/two.bin", "data/sub/again.txt"}
+    assert memory_s3.keys("bkt") == {"data/one.txt", "data/sub/two.bin", "data/sub/again.txt"}
 
 
 @pytest.fixture()
@@ -182,23 +185,6 @@ def test_timeouts_can_be_set_by_flag(runner, silent_endpoint, s3_env):
 
 # --- object keys stay inside their destination ----------------------------------------------------
 
-@pytest.fixture()
-def planted_key(monkeypatch):
-    """Add an escaping key to every listing of the real server (SeaweedFS itself refuses to store one)."""
-    from modelarts_mnist.objectstore import ObjectInfo, ObjectStore
-
-    real_list = ObjectStore.list
-    key = "data/../../escaped.txt"
-
-    def list_with_planted(self, bucket, prefix=""):
-        yield from real_list(self, bucket, prefix)
-        if key.startswith(prefix):
-            yield ObjectInfo(key, 4, "d41d8cd98f00b204e9800998ecf8427e")
-
-    monkeypatch.setattr(ObjectStore, "list", list_with_planted)
-    return key
-
-
 @pytest.mark.parametrize("command", [
     ["obs", "cp", "-r", "{url}", "{tmp}/out/dest"],
     ["obs", "sync", "{url}", "{tmp}/out/dest"],
@@ -206,17 +192,21 @@ def planted_key(monkeypatch):
     ["serve", "{url}", "--port", "1"],
     ["train", "--data_url", "{url}", "--train_url", "{tmp}/out/models"],
 ], ids=["cp", "sync", "check", "serve", "train"])
-def test_escaping_key_is_refused_by_every_command(runner, s3_env, s3_bucket, folder, planted_key, tmp_path,
-                                                  monkeypatch, command):
+def test_escaping_key_is_refused_by_every_command(runner, memory_wiring, memory_s3, folder, tmp_path, monkeypatch,
+                                                  command):
+    # Real servers store such keys as they are (SeaweedFS refuses them), so it is planted in the fake.
+    planted = "data/../../escaped.txt"
     monkeypatch.setenv("MODELARTS_MNIST_CACHE", str(tmp_path / "out" / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    assert runner.invoke(main, ["obs", "cp", "-r", str(folder), f"obs://{s3_bucket}/data"]).exit_code == 0
-    args = [a.format(url=f"obs://{s3_bucket}/data", tmp=tmp_path) for a in command]
-    result = runner.invoke(main, args)
+    assert runner.invoke(main, ["obs", "cp", "-r", str(folder), "obs://bkt/data"], obj=memory_wiring).exit_code == 0
+    memory_s3.put("bkt", planted, b"gotcha")
+    args = [a.format(url="obs://bkt/data", tmp=tmp_path) for a in command]
+    result = runner.invoke(main, args, obj=memory_wiring)
     assert result.exit_code == 1, result.output
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(error) == 1 and repr(planted_key) in error[0] and "Traceback" not in result.output
-    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out").exists()
+    assert len(error) == 1 and repr(planted) in error[0] and "Traceback" not in result.output
+    assert not (tmp_path / "escaped.txt").exists()
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file() and ".locks" not in p.parts] == []
 
 
 # --- no multipart upload is left open -------------------------------------------------------------
@@ -279,31 +269,51 @@ def expected_layout(workdir: Path, version: str) -> set[str]:
     return keys
 
 
-def test_upload_lays_out_the_tutorial_bucket(runner, s3_env, s3_store, s3_bucket, workdir):
-    result = runner.invoke(main, ["upload", "--bucket", s3_bucket, "--workdir", str(workdir)])
+def test_upload_lays_out_the_tutorial_bucket(runner, memory_wiring, memory_s3, workdir):
+    result = runner.invoke(main, ["upload", "--bucket", "bkt", "--workdir", str(workdir)], obj=memory_wiring)
     assert result.exit_code == 0, result.output
-    keys = bucket_keys(s3_store, s3_bucket)
+    keys = memory_s3.keys("bkt")
     assert keys == expected_layout(workdir, "V0002")  # the newest version by default
     assert {"mnist-model/V0002/model/saved_model.pb", "mnist-model/V0002/model/config.json",
             "mnist-model/V0002/model/customize_service.py", "train-mnist/train_mnist_tf.py"} <= keys
-    chosen = runner.invoke(main, ["upload", "--bucket", s3_bucket, "--workdir", str(workdir), "--version", "V0001",
-                                  "--no-smoke"])
+    chosen = runner.invoke(main, ["upload", "--bucket", "bkt", "--workdir", str(workdir), "--version", "V0001",
+                                  "--no-smoke"], obj=memory_wiring)
     assert chosen.exit_code == 0, chosen.output
-    assert bucket_keys(s3_store, s3_bucket) == keys | expected_layout(workdir, "V0001")
+    assert memory_s3.keys("bkt") == keys | expected_layout(workdir, "V0001")
 
 
-def test_upload_refuses_a_failing_package(runner, s3_env, s3_store, s3_bucket, workdir):
+def test_upload_refuses_a_failing_package(runner, memory_wiring, memory_s3, workdir):
     (workdir / "test-modelarts" / "mnist-model" / "V0002" / "model" / "config.json").unlink()
-    result = runner.invoke(main, ["upload", "--bucket", s3_bucket, "--workdir", str(workdir), "--no-smoke"])
+    result = runner.invoke(main, ["upload", "--bucket", "bkt", "--workdir", str(workdir), "--no-smoke"],
+                           obj=memory_wiring)
     assert result.exit_code == 1
     assert "refusing to upload" in result.output and "config.json" in result.output
-    assert bucket_keys(s3_store, s3_bucket) == set()
+    assert memory_s3.keys("bkt") == set()
 
 
-def test_upload_names_a_missing_local_piece(runner, s3_env, s3_bucket, workdir):
+def test_upload_names_a_missing_local_piece(runner, memory_wiring, workdir):
     (workdir / "test-modelarts" / "train-mnist" / "train_mnist_tf.py").unlink()
-    result = runner.invoke(main, ["upload", "--bucket", s3_bucket, "--workdir", str(workdir), "--no-smoke"])
+    result = runner.invoke(main, ["upload", "--bucket", "bkt", "--workdir", str(workdir), "--no-smoke"],
+                           obj=memory_wiring)
     assert result.exit_code == 1 and "train_mnist_tf.py does not exist" in result.output
+
+
+# --- two commands staging one obs:// URL at once (separate processes, a real server) --------------
+
+def test_two_commands_staging_the_same_url_at_once_both_succeed(runner, s3_env, s3_bucket, tiny_package, tmp_path):
+    import os
+
+    url = f"obs://{s3_bucket}/mnist-model/V0001/model"
+    assert runner.invoke(main, ["obs", "cp", "-r", str(tiny_package), url]).exit_code == 0
+    env = {**os.environ, **s3_env, "MODELARTS_MNIST_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "modelarts_mnist", "check", url, "--no-smoke"]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert all("OK:" in output for output in outputs)
+    staged = tmp_path / "cache" / s3_bucket / "mnist-model" / "V0001" / "model"
+    assert tree(staged) == tree(tiny_package)
 
 
 # --- integration: train from obs:// to obs://, then check and serve from obs:// -----------------
