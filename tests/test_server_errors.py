@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from fixtures.serving import request, wait_healthy
 from modelarts_mnist.server.app import ServeConfig, create_app
 from modelarts_mnist.server.errors import DETAIL_LIMIT, one_line
 
@@ -129,3 +130,37 @@ def test_werkzeug_http_server_error_is_json_with_its_detail():
     assert response.status_code == 500 and response.get_json()["error_code"] == "MR.0101"
     assert response.headers["X-Error-Detail"] == "disk\\x00full"
 
+
+
+NAMING_SERVICE = '''
+from model_service.model_service import SingleNodeService
+
+
+class Naming(SingleNodeService):
+    """Refuses every file, naming it, as user code with an unreadable image does."""
+
+    def _preprocess(self, data):
+        for field, files in data.items():
+            for name in files:
+                raise TypeError(f"cannot identify image file {name}")
+'''
+
+
+@pytest.mark.parametrize("args", [("--threaded",), ("--workers", "1")], ids=["threaded", "gunicorn"])
+def test_a_served_control_character_file_name_gets_a_json_400_and_one_log_line(tmp_path, start_serve, args):
+    package = tmp_path / "naming-model"
+    package.mkdir()
+    (package / "customize_service.py").write_text(NAMING_SERVICE, encoding="utf-8")
+    serve = start_serve(package, *args)
+    wait_healthy(serve)
+    name = "seven\x01\x1b[31m\x7f\xc2\x85.png".encode("latin-1")  # C0, ESC, DEL and a UTF-8 NEL, raw
+    body = (b'--b\r\nContent-Disposition: form-data; name="images"; filename="' + name + b'"\r\n'
+            b"Content-Type: image/png\r\n\r\nnot a png\r\n--b--\r\n")
+    status, headers, answer = request(serve, "POST", "/", body, {"Content-Type": "multipart/form-data; boundary=b"})
+    assert status == 400 and isinstance(answer, dict), answer
+    detail = headers["X-Error-Detail"]
+    assert PRINTABLE_ASCII.fullmatch(detail) and "seven" in detail and ".png" in detail
+    serve.stop()
+    log = serve.log.read_text(errors="replace")
+    [line] = [line for line in log.splitlines() if "400 POST /: " in line]  # warm-up's own line aside
+    assert "seven\\x01\\x1b[31m\\x7f" in line and "Traceback" not in log

@@ -179,3 +179,8 @@ def test_client_and_server_errors_have_separate_budgets(collected):
         log.client_error(404, "GET /x: not found")
     log.server_error(500, "POST /: failed", RuntimeError("disk"))
     assert [r.levelno for r in collected.records] == [logging.WARNING, logging.ERROR]
+
+
+def test_warm_up_answers_are_reported_once_by_the_warm_up_not_per_request(collected):
+    create_app(config=ServeConfig(load_in_background=False), loader=lambda config: FakeService(KeyError("image")))
+    assert [r.name for r in collected.records if r.levelno >= logging.WARNING] == ["modelarts_mnist.server.loading"]

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ..errors import InferenceFailed, MnistSdkError, ModelNotReady, PayloadTooLarge
+from .loading import WARMUP_KEY
 from .logs import ErrorLog
 
 DETAIL_HEADER = "X-Error-Detail"
@@ -38,7 +39,7 @@ def render_sdk_error(error: MnistSdkError) -> Response:
         log_client_error(error.http_status, detail)
     elif not isinstance(error, ModelNotReady):  # 503 while loading is an answer, not a failure
         # ModelArts puts the user code's traceback in the service log; the cause chain holds it.
-        error_log().server_error(error.http_status, f"{describe_request()}: {detail}", error)
+        log_server_error(error.http_status, detail, error)
     response = jsonify(error.to_dict())
     response.status_code = error.http_status
     response.headers[DETAIL_HEADER] = detail
@@ -57,8 +58,7 @@ def render_http_error(error: HTTPException) -> Response:
     if status < 500:
         log_client_error(status, detail)
     else:
-        cause = getattr(error, "original_exception", None) or error
-        error_log().server_error(status, f"{describe_request()}: {detail}", cause)
+        log_server_error(status, detail, getattr(error, "original_exception", None) or error)
     response = jsonify(error_body(status, error.name))
     response.status_code = status
     for name, value in error.get_headers():  # keeps Allow on a 405
@@ -70,7 +70,7 @@ def render_http_error(error: HTTPException) -> Response:
 
 def render_unexpected(error: Exception) -> Response:
     """A logged generic 500: the body says nothing of the internals."""
-    error_log().server_error(500, f"{describe_request()}: unexpected error while answering", error)
+    log_server_error(500, "unexpected error while answering", error)
     failed = InferenceFailed("internal server error; see the service log")
     response = jsonify(failed.to_dict())
     response.status_code = 500
@@ -108,7 +108,14 @@ def error_body(status: int, name: str) -> dict[str, str]:
 
 def log_client_error(status: int, detail: str) -> None:
     """One line for a 4xx answer: what was asked, and why it was refused."""
-    error_log().client_error(status, f"{describe_request()}: {detail}")
+    if WARMUP_KEY not in request.environ:  # warm-up reports its own answer, once
+        error_log().client_error(status, f"{describe_request()}: {detail}")
+
+
+def log_server_error(status: int, detail: str, error: BaseException) -> None:
+    """The traceback of a 5xx answer, with what was asked."""
+    if WARMUP_KEY not in request.environ:
+        error_log().server_error(status, f"{describe_request()}: {detail}", error)
 
 
 def describe_request() -> str:

@@ -17,7 +17,7 @@ from gunicorn.workers.base import Worker
 from .app import ServeConfig, create_app
 from .connection import EdgeLimits, body_framing, call_app, make_environ, parse_head
 from .edge import DRAIN_SECONDS, AppThreads, Edge
-from .loading import digit_png
+from .loading import WARMUP_KEY, digit_png
 
 logger = logging.getLogger(__name__)
 # Python specialises its bytecode after a code path has run several times: with 3 rounds the first
@@ -190,6 +190,7 @@ def warm_http_path(app: Any, token: str | None = None, rounds: int = HTTP_WARMUP
         body_framing(environ)
         app.admit(environ)
         environ["wsgi.input"] = io.BytesIO(body)
+        environ[WARMUP_KEY] = True  # not a client: the app does not log its answer
         call_app(app, environ, True)
 
 
