@@ -37,7 +37,8 @@ REQUEST_LINE_LIMIT = 8190  # bytes; a longer request line is a 414 (gunicorn's a
 HEAD_LIMIT = 32 * 1024  # request line and header fields together; more is a 431
 FIELD_LIMIT = 8190  # one header field
 FIELD_COUNT_LIMIT = 100
-CHUNK_LINE_LIMIT = 1024  # a chunk-size line with its extensions
+CHUNK_LINE_LIMIT = 1024
+PIPELINE_LIMIT = 64 * 1024  # bytes read ahead while a request runs; past it reading pauses  # a chunk-size line with its extensions
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than tab
 VERSION = re.compile(r"HTTP/\d\.\d")
@@ -76,6 +77,7 @@ class Connection(asyncio.Protocol):
         self.body: BodyReader | None = None
         self.body_deadline = 0.0
         self.peer_done = False
+        self.paused = False  # reading paused: a client pipelining more than PIPELINE_LIMIT while answered
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -92,7 +94,10 @@ class Connection(asyncio.Protocol):
             self.buffer += data
             self.advance()
         elif self.phase == RUNNING:
-            self.buffer += data  # pipelined: read once this answer is written (reading is paused meanwhile)
+            self.buffer += data  # pipelined: read once this answer is written
+            if len(self.buffer) > PIPELINE_LIMIT and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.peer_done = True
@@ -177,7 +182,6 @@ class Connection(asyncio.Protocol):
         self.phase = RUNNING
         self.serial += 1
         self.deadline = self.edge.now() + self.edge.limits.app_seconds
-        self.transport.pause_reading()
         self.edge.submit(self, self.serial, self.environ, self.keep_alive and not self.edge.draining)
 
     def answered(self, serial: int, payload: bytes, keep_alive: bool) -> None:
@@ -190,7 +194,9 @@ class Connection(asyncio.Protocol):
             return
         self.phase, self.environ = IDLE, {}
         self.deadline = self.since = self.edge.now() + self.edge.limits.idle_seconds
-        self.transport.resume_reading()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
         if self.buffer:
             self.advance()
 
@@ -205,8 +211,8 @@ class Connection(asyncio.Protocol):
             self.refuse(MalformedHttp("request body not received in time", http_status=408))
         elif phase == RUNNING:
             self.serial += 1  # the app's late answer is dropped
-            self.refuse(RequestOverBudget(f"the model did not answer within {self.edge.limits.app_seconds:g} s"))
             self.edge.overrun()
+            self.refuse(RequestOverBudget(f"the model did not answer within {self.edge.limits.app_seconds:g} s"))
         elif phase == LINGER:
             self.transport.abort()
         else:
@@ -224,7 +230,9 @@ class Connection(asyncio.Protocol):
         self.transport.write(render_error(error, keep_alive=False))
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.transport.resume_reading()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
         if self.peer_done:
             self.transport.close()
 

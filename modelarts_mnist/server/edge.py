@@ -6,6 +6,7 @@ has a deadline (connection.EdgeLimits) checked by a sweeper twice a second.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import socket
@@ -86,6 +87,8 @@ class Edge:
         self.on_tick = on_tick
         self.connections: dict[Connection, None] = {}  # insertion order: oldest first
         self.running = 0
+        self.finished: collections.deque = collections.deque()  # (connection, serial, answer, keep-alive)
+        self.wake_pending = False
         self.draining = False
         self.servers: list[asyncio.base_events.Server] = []
         self.server_address: tuple[str, int] = ("", 0)
@@ -124,18 +127,26 @@ class Edge:
         self.threads.submit(self.call, connection, serial, environ, keep_alive)
 
     def call(self, connection: Connection, serial: int, environ: dict, keep_alive: bool) -> None:
-        """In a pool thread: the app's whole answer, then back to the loop to write it."""
+        """In a pool thread: the app's whole answer, queued for the loop to write."""
         payload, keep_alive = call_app(self.app, environ, keep_alive)
-        assert self.loop is not None
-        try:
-            self.loop.call_soon_threadsafe(self.answered, connection, serial, payload, keep_alive)
-        except RuntimeError:  # the loop is closed: the process is exiting
-            pass
+        self.finished.append((connection, serial, payload, keep_alive))
+        if not self.wake_pending:  # one wake-up of the loop carries every answer finished meanwhile
+            self.wake_pending = True
+            assert self.loop is not None
+            try:
+                self.loop.call_soon_threadsafe(self.write_finished)
+            except RuntimeError:  # the loop is closed: the process is exiting
+                pass
 
-    def answered(self, connection: Connection, serial: int, payload: bytes, keep_alive: bool) -> None:
-        if serial == connection.serial:  # else answered 504 already, and no longer counted
-            self.running -= 1
-            connection.answered(serial, payload, keep_alive)
+    def write_finished(self) -> None:
+        """On the loop: write the answers the pool finished (late ones after a 504 are dropped)."""
+        self.wake_pending = False  # before draining: an answer queued from now on schedules another call
+        finished = self.finished
+        while finished:
+            connection, serial, payload, keep_alive = finished.popleft()
+            if serial == connection.serial:  # else answered 504 already, and no longer counted
+                self.running -= 1
+                connection.answered(serial, payload, keep_alive)
 
     def overrun(self) -> None:
         """A request ran past the budget and was answered 504; its thread stays stuck in the app."""
