@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from .artifacts import BOOT_FILE, artifact_path
 from .errors import DataError, TrainingError
-from .files import write_atomic
+from .files import Writer, describe_os_error, write_atomic, write_bytes
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -160,9 +160,9 @@ def publish(reservation: Reservation) -> Path:
     return reservation.target
 
 
-def write_json(path: Path, payload: dict) -> None:
+def write_json(path: Path, payload: dict, *, write: Writer = write_bytes) -> None:
     """Write JSON beside the target, then rename (readers never see half a file, a full disk leaves none)."""
-    write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+    write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"), write=write)
 
 
 def die_with_parent() -> None:
@@ -215,17 +215,25 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def settle(reservation: Reservation, job: dict, exit_code: int | None, output: Path) -> Path:
-    """Publish a succeeded job as its version; park a failed one as .failed-V000N-<time>; return where."""
+def settle(reservation: Reservation, job: dict, exit_code: int | None, output: Path, *,
+           write: Writer = write_bytes) -> Path:
+    """Publish a succeeded job as its version; park a failed one as .failed-V000N-<time>; return where.
+
+    A version that cannot be written whole (a full disk) is parked as failed, never published half.
+    """
     succeeded = exit_code == 0 and (output / "model").is_dir()
     job.update(status="succeeded" if succeeded else "failed", exit_code=exit_code, finished=now())
     if succeeded:
-        for item in output.iterdir():
-            os.replace(item, reservation.temp / item.name)
-        shutil.rmtree(reservation.temp / "output")
-        write_json(reservation.temp / JOB_FILE, job)
-        return publish(reservation)
-    write_json(reservation.temp / JOB_FILE, job)
+        try:
+            for item in output.iterdir():
+                os.replace(item, reservation.temp / item.name)
+            shutil.rmtree(reservation.temp / "output")
+            write_json(reservation.temp / JOB_FILE, job, write=write)
+            return publish(reservation)
+        except OSError as exc:
+            job.update(status="failed", error=f"cannot write the version: {describe_os_error(exc)}")
+    with contextlib.suppress(OSError):  # a full disk must not keep a failed job from being parked
+        write_json(reservation.temp / JOB_FILE, job, write=write)
     parked = reservation.temp.with_name(f".failed-{reservation.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
     os.replace(reservation.temp, parked)
     os.close(reservation.fd)
@@ -234,11 +242,11 @@ def settle(reservation: Reservation, job: dict, exit_code: int | None, output: P
 
 def run_job(data_url: str | os.PathLike, train_url: str | os.PathLike, extra_args: Sequence[str] = (), *,
             boot_file: str | os.PathLike | None = None, echo: Callable[[str], None] | None = None,
-            interpreter: str | os.PathLike | None = None) -> Path:
+            interpreter: str | os.PathLike | None = None, write: Writer = write_bytes) -> Path:
     """Run the boot file as a training job on local paths; returns the version folder it produced.
 
     The boot file runs under `interpreter` (an engine's python; default: this one) and is handed the
-    version folder itself as --train_url.
+    version folder itself as --train_url. `write` writes job.json (tests inject a full disk).
 
     Raises:
         DataError: data_url is not a folder.
@@ -252,18 +260,21 @@ def run_job(data_url: str | os.PathLike, train_url: str | os.PathLike, extra_arg
     command = boot_command(boot, str(Path(data_url).resolve()), output, extra_args, interpreter=interpreter)
     job = {"version": reservation.name, "status": "running", "exit_code": None, "started": now(),
            "data_url": str(data_url), "train_url": str(train_url), "command": command, "pid": os.getpid()}
-    write_json(reservation.temp / JOB_FILE, job)
     log.info("job %s: %s", reservation.name, " ".join(command))
     try:
+        write_json(reservation.temp / JOB_FILE, job, write=write)
         exit_code = run_boot_file(command, reservation.temp / LOG_FILE, echo)
-    except BaseException:
-        job["interrupted"] = True
-        settle(reservation, job, None, output)
+    except BaseException as exc:
+        job["interrupted"] = not isinstance(exc, OSError)
+        where = settle(reservation, job, None, output, write=write)
+        if isinstance(exc, OSError):  # train.log or job.json could not be written: the disk, not the job
+            raise TrainingError(f"training job {reservation.name} stopped: cannot write {describe_os_error(exc)}; "
+                                f"no version was made (kept in {where})") from exc
         raise
-    where = settle(reservation, job, exit_code, output)
+    where = settle(reservation, job, exit_code, output, write=write)
     if job["status"] != "succeeded":
-        raise TrainingError(f"training job {reservation.name} failed (exit code {exit_code}); "
-                            f"log: {where / LOG_FILE}")
+        reason = job.get("error") or f"exit code {exit_code}"
+        raise TrainingError(f"training job {reservation.name} failed ({reason}); log: {where / LOG_FILE}")
     return where
 
 

@@ -5,16 +5,15 @@ import ast
 import io
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 from .artifacts import CONFIG_JSON, INFERENCE_CODE, artifact_path
 from .errors import MnistSdkError, PackageError
+from .files import Writer, replace_files, write_bytes
 from .deployment import check_on_engine, engine_for
 from .runtimes import installed
 from .package_rules import Problem, check_config
@@ -38,17 +37,25 @@ IMPORT_NAMES = {
 }
 
 
-def build_package(version_dir: str | Path) -> Path:
-    """Copy customize_service.py and config.json (with the version's metrics) into <version>/model/."""
+def build_package(version_dir: str | Path, *, write: Writer = write_bytes) -> Path:
+    """Copy customize_service.py and config.json (with the version's metrics) into <version>/model/.
+
+    Both files are written beside their targets first and renamed into place together, so a full
+    disk leaves the package as it was (PackageError naming the folder), never half old, half new.
+    """
     version_dir = Path(version_dir)
     model_dir = version_dir / "model"
     if not (model_dir / "saved_model.pb").is_file():
         raise PackageError(f"{model_dir}: no saved_model.pb (is {version_dir} a trained version folder?)")
-    write_atomic(model_dir / "customize_service.py", artifact_path(INFERENCE_CODE).read_bytes())
     config = json.loads(artifact_path(CONFIG_JSON).read_text(encoding="utf-8"))
     config["metrics"] = read_metrics(version_dir, config.get("metrics", {}))
     text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
-    write_atomic(model_dir / "config.json", text.encode("utf-8"))
+    try:
+        replace_files({model_dir / "customize_service.py": artifact_path(INFERENCE_CODE).read_bytes(),
+                       model_dir / "config.json": text.encode("utf-8")}, write=write)
+    except OSError as exc:
+        raise PackageError(f"cannot write the package in {model_dir}: {exc.strerror or exc}; "
+                           "it was left as it was") from exc
     logger.info("packaged %s", model_dir)
     return model_dir
 
@@ -64,19 +71,6 @@ def read_metrics(version_dir: Path, defaults: dict[str, Any]) -> dict[str, float
         return {name: float(measured[name]) for name in METRIC_NAMES if name in measured}
     except (ValueError, TypeError) as exc:
         raise PackageError(f"{path}: unreadable metrics ({exc})") from exc
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target, then rename over it: readers never see half a file."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def check_package(model_dir: str | Path, *, smoke: bool = True, runtime: str | None = None,

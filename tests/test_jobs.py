@@ -126,3 +126,32 @@ def test_interrupted_runner_leaves_no_version(tmp_path, small_dataset, fake_boot
     assert not any(jobs.VERSION_PATTERN.match(p.name) for p in tmp_path.iterdir())
     assert [r.status for r in jobs.list_versions(tmp_path)] in ([], ["failed"])
     assert jobs.run_job(small_dataset, tmp_path, boot_file=fake_boot_file).name == "V0001"
+
+
+def full_disk_on_call(n: int):
+    """A writer that fails like a full disk on its `n`-th call (1-based), after writing half."""
+    import errno
+
+    from modelarts_mnist.files import write_bytes
+
+    calls = []
+
+    def write(path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == n:
+            write_bytes(path, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_bytes(path, data)
+    return write
+
+
+@pytest.mark.parametrize("call, reason", [(1, "stopped: cannot write"), (2, "cannot write the version")],
+                         ids=["at-start", "at-publish"])
+def test_a_full_disk_publishes_no_version_and_names_the_file(tmp_path, small_dataset, fake_boot_file, call, reason):
+    root = tmp_path / "models"
+    with pytest.raises(TrainingError, match=f"{reason}.*job.json.*No space left on device") as caught:
+        jobs.run_job(small_dataset, root, boot_file=fake_boot_file, write=full_disk_on_call(call))
+    assert "\n" not in str(caught.value)
+    [parked] = list(root.iterdir())  # no V0001, no partial job.json: one parked failure
+    assert parked.name.startswith(".failed-V0001-") and not list(parked.glob(".*mnist-partial*"))
+    assert jobs.run_job(small_dataset, root, boot_file=fake_boot_file).name == "V0001"

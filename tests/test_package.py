@@ -237,3 +237,27 @@ def test_a_sibling_folder_without_init_is_importable(tmp_path):
     (tmp_path / "nets" / "lenet.py").write_text("")
     folder, config = service_importing(tmp_path, ["nets.lenet"])
     assert check_imports(folder, config) == []
+
+
+@pytest.mark.parametrize("fail_at", [1, 2], ids=["code", "config"])
+def test_a_full_disk_leaves_the_package_as_it_was(tiny_package, tmp_path, fail_at):
+    import errno
+
+    from modelarts_mnist.files import write_bytes
+
+    version = tmp_path / "V0001"
+    shutil.copytree(tiny_package.parent, version)
+    model = version / "model"
+    (model / "customize_service.py").write_text("# the old code\n")
+    before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+    calls = []
+
+    def full_disk(path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == fail_at:
+            write_bytes(path, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_bytes(path, data)
+    with pytest.raises(PackageError, match=f"cannot write the package in {model}: No space left on device"):
+        build_package(version, write=full_disk)
+    assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before

@@ -12,7 +12,7 @@ import functools
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import click
 
