@@ -172,6 +172,96 @@ def test_unusable_files_raise_type_error_quickly(cs, data, text):
     assert time.perf_counter() - start < 1.0
 
 
+def test_the_images_of_a_request_share_one_decoding_budget(cs):
+    big = png_header_only(4096, 4096, colour=2)  # 64 MiB as Pillow keeps RGB: at the per-image limit
+    with pytest.raises(TypeError, match="images: the request.s 3 images decode to 192 MiB together, at most 128"):
+        preprocess(cs, {"images": [big, big, big]})
+
+
+@pytest.mark.parametrize("mode, size", [("L", (5000, 3000)), ("RGB", (3000, 2000)), ("RGBA", (2400, 1800)),
+                                        ("P", (2000, 1500)), ("1", (3000, 2000)), ("I;16", (2000, 1500))])
+def test_large_images_are_reduced_and_still_give_the_digit(cs, mode, size):
+    canvas = np.full(size[::-1], 255, np.uint8)
+    width, height = size
+    canvas[height // 4:3 * height // 4, width // 2 - width // 30:width // 2 + width // 30] = 0  # a dark bar
+    image = Image.fromarray(canvas)
+    image = image.convert(mode) if mode != "I;16" else Image.fromarray(canvas.astype(np.uint16) * 257)
+    pixels = cs.to_mnist(cs.decode_image("big.png", encode(image)))
+    assert pixels.shape == (28, 28)
+    assert np.corrcoef(pixels.ravel(), digit_bar().ravel())[0, 1] > 0.8, mode
+
+
+def test_a_large_palette_image_with_transparency_is_composited_before_reduction(cs):
+    canvas = np.zeros((1500, 2000), np.uint8)
+    canvas[300:1200, 940:1060] = 1
+    image = Image.fromarray(canvas, "P")
+    image.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)
+    image.info["transparency"] = 0  # the white background is see-through
+    pixels = cs.to_mnist(cs.decode_image("p.png", encode(image, transparency=0)))
+    assert np.corrcoef(pixels.ravel(), digit_bar().ravel())[0, 1] > 0.8
+
+
+# --- what a user means ------------------------------------------------------------------------------
+
+def exif_with_orientation(value):
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("orientation, turn", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+                                               (3, Image.Transpose.ROTATE_180)])
+def test_exif_orientation_turns_the_digit_upright(cs, fmt, orientation, turn):
+    upright = np.full((60, 40), 255, np.uint8)
+    upright[10:50, 5:12] = 0  # a dark bar down the left side
+    stored = Image.fromarray(upright).transpose(turn)  # as the sensor saw it
+    data = encode(stored, fmt, exif=exif_with_orientation(orientation), **({"quality": 95} if fmt == "JPEG" else {}))
+    gray = cs.decode_image("phone." + fmt.lower(), data)
+    assert gray.shape == upright.shape
+    assert np.abs(gray.astype(int) - upright).mean() < 6
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow says so; the service goes on
+def test_a_broken_exif_block_does_not_make_the_image_unreadable(cs):
+    data = encode(Image.fromarray(255 - digit_bar()), "JPEG", exif=b"Exif\x00\x00MM\x00*garbage")
+    assert cs.decode_image("x.jpg", data).shape == (28, 28)
+
+
+@pytest.mark.parametrize("peak, scale", [(255, 1), (4095, 16), (65535, 257)], ids=["8-bit", "12-bit", "16-bit"])
+def test_16_bit_pngs_are_scaled_by_the_depth_their_values_use(cs, peak, scale):
+    values = (digit_bar().astype(np.uint32) * peak // 255).astype(np.uint16)
+    gray = cs.decode_image("wide.png", encode(Image.fromarray(values)))
+    assert np.abs(gray.astype(int) - digit_bar()).max() <= 1, (peak, scale)
+    assert np.array_equal(cs.to_mnist(gray) > 127, digit_bar() > 127)
+
+
+@pytest.mark.parametrize("background, ink", [(128, 255), (100, 230), (140, 20), (200, 60)],
+                         ids=["white-on-mid-grey", "light-on-grey", "black-on-grey", "dark-on-light"])
+def test_the_digit_is_found_whatever_the_background_level(cs, background, ink):
+    canvas = np.full((120, 100), background, np.uint8)
+    canvas[20:100, 42:58] = ink  # 80x16: the bar of digit_bar() at 4x
+    pixels = cs.to_mnist(canvas)
+    core = digit_bar() == 255
+    assert pixels[core].mean() > 200 and pixels[digit_bar() == 0].max() <= 40
+
+
+def test_uneven_light_is_levelled_before_the_ink_is_found(cs):
+    light = np.tile(np.linspace(110, 240, 400, dtype=np.float32), (300, 1))  # a lamp on the right
+    canvas = light.copy()
+    canvas[60:240, 182:218] *= 0.35  # dark ink (the bar of digit_bar() at 9x), lit like the paper around it
+    pixels = cs.to_mnist(np.clip(canvas, 0, 255).astype(np.uint8))
+    assert np.corrcoef(pixels.ravel(), digit_bar().ravel())[0, 1] > 0.85
+
+
+def test_no_ink_through_the_service_is_a_400_naming_the_file(tiny_service):
+    blank = encode(Image.new("RGB", (640, 480), (230, 228, 220)), "JPEG")
+    with pytest.raises(StepFailed) as caught:
+        tiny_service.inference({"images": {"empty.jpg": io.BytesIO(blank)}})
+    failed = inference_failed(caught.value)
+    assert failed.http_status == 400 and "empty.jpg: no digit found" in failed.message
+
+
 # --- modes -------------------------------------------------------------------------------------
 
 def with_alpha(mode, ink_value, transparent_colour):
