@@ -64,3 +64,10 @@ def test_real_package_is_healthy_warm_and_predicts_held_out_digits(tiny_package,
     body, headers = multipart({"images": b"not an image"})
     status, _, answer = request(serve, "POST", "/", body, headers)
     assert status == 400 and answer == {"erno": "MR.0105", "msg": "Recognition failed", "words_result": {}}
+
+
+def test_time_budget_help_names_the_services_default():
+    from modelarts_mnist.server.app import ServeConfig
+
+    output = CliRunner().invoke(main, ["serve", "--help"]).output
+    assert f"[default: {ServeConfig().time_budget_seconds:g}]" in " ".join(output.split())

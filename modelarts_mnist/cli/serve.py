@@ -1,6 +1,7 @@
 """`modelarts-mnist serve`: run a model package as ModelArts' online service, locally."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -21,11 +22,14 @@ TOKEN_ENV = "MODELARTS_MNIST_AUTH_TOKEN"
               help="One threaded process instead of gunicorn: slower, but answers /health 503 while loading.")
 @click.option("--auth-token", envvar=TOKEN_ENV, default=None, show_envvar=True,
               help="Require this X-Auth-Token on POST requests (prefer the environment variable).")
+@click.option("--time-budget", type=click.FloatRange(0.1, 3600), default=None, metavar="SECONDS",
+              help="Longest a request may run in the model before it is answered 504 (ModelArts.4503) "
+                   "and its worker replaced  [default: 10]")
 @click.option("--runtime", "runtime_name", metavar="NAME",
               help="Run the model side inside this ModelArts engine's environment (see `runtime list`); "
                    "same HTTP API. Default: this process's TensorFlow, the fast path.")
 def serve(model_dir: Path, host: str, port: int, workers: int | None, threaded: bool,
-          auth_token: str | None, runtime_name: str | None) -> None:
+          auth_token: str | None, time_budget: float | None, runtime_name: str | None) -> None:
     """Serve MODEL_DIR (a folder or an obs:// URL) as an online service: POST / predicts, GET /health, page at /ui/."""
     if threaded and workers:
         raise click.UsageError("--threaded and --workers exclude each other")
@@ -40,6 +44,8 @@ def serve(model_dir: Path, host: str, port: int, workers: int | None, threaded: 
         runtime_name, engine_python = environment.runtime.name, environment.python
     config = ServeConfig(model_dir=model_dir, auth_token=auth_token or None, runtime=runtime_name,
                          engine_python=engine_python)
+    if time_budget is not None:
+        config = replace(config, time_budget_seconds=time_budget)
     run(config, host=host, port=port, workers=None if threaded else workers or default_workers(),
         on_listening=lambda url: announce(url, model_dir, bool(auth_token)))
 
