@@ -10,7 +10,8 @@ from werkzeug.test import EnvironBuilder
 
 from modelarts_mnist.errors import InferenceFailed
 from modelarts_mnist.server.app import ServeConfig, create_app
-from modelarts_mnist.server.logs import CLIENT_BURST, CLIENT_PER_SECOND, Bucket, ErrorLog, format_traceback
+from modelarts_mnist.server.logs import (CLIENT_BURST, CLIENT_PER_SECOND, SERVER_BURST, SERVER_PER_SECOND,
+                                      TRACEBACK_LIMIT, Bucket, ErrorLog, format_traceback)
 
 SERVER_LOGGERS = "modelarts_mnist.server"
 
@@ -164,6 +165,7 @@ def test_a_flood_of_ten_thousand_bad_requests_leaves_a_bounded_log(collected):
     # A burst, then at most one line and one summary per refill period while the flood lasts.
     bound = CLIENT_BURST + 2 * (1 + CLIENT_PER_SECOND * elapsed)
     assert len(collected.lines) <= bound, (len(collected.lines), elapsed)
+    assert len(collected.lines) <= 100  # under 1% of the requests, however slow this machine is
     assert len(collected.text) <= bound * 400
     assert all("\n" not in line for line in collected.lines)
     # The service still says what it refused, and how much it left out.
@@ -184,3 +186,14 @@ def test_client_and_server_errors_have_separate_budgets(collected):
 def test_warm_up_answers_are_reported_once_by_the_warm_up_not_per_request(collected):
     create_app(config=ServeConfig(load_in_background=False), loader=lambda config: FakeService(KeyError("image")))
     assert [r.name for r in collected.records if r.levelno >= logging.WARNING] == ["modelarts_mnist.server.loading"]
+
+
+def test_a_flood_of_server_errors_logs_a_bounded_number_of_tracebacks(collected):
+    app = create_app(FakeService(ValueError("boom " * 2000)), ServeConfig())
+    environ = EnvironBuilder(method="POST", path="/", json={"images": "x"}).get_environ()
+    started = time.monotonic()
+    for _ in range(1000):
+        b"".join(app({**environ, "wsgi.input": io.BytesIO(b'{"images": "x"}')}, lambda *args: None))
+    bound = SERVER_BURST + 2 * (1 + SERVER_PER_SECOND * (time.monotonic() - started))
+    assert sum("Traceback" in line for line in collected.lines) <= min(bound, 50)
+    assert len(collected.text) <= bound * (TRACEBACK_LIMIT + 1000)
