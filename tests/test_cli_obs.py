@@ -90,7 +90,7 @@ def test_missing_credentials_are_explained(runner, folder, monkeypatch):
     for name in ("MODELARTS_OBS_ACCESS_KEY", "MODELARTS_OBS_SECRET_KEY", "AWS_ACCESS_KEY_ID",
                  "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
-    result = runner.invoke(main, ["obs", "ls", "obs://b/", "--endpoint", "http://127.0.0.1:9"])
+    result = runner.invoke(main, ["obs", "ls", "obs://bkt/", "--endpoint", "http://127.0.0.1:9"])
     assert result.exit_code == 1 and "MODELARTS_OBS_SECRET_KEY" in result.output
 
 
