@@ -5,7 +5,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from .artifacts import BOOT_FILE, artifact_path
 from .client import post_image, wait_healthy
 from .dataset import prepare_dataset
 from .errors import DataError, PackageError
+from .files import write_atomic
 from .jobs import run_job
 from .package import build_package, check_package
 
@@ -89,7 +89,7 @@ def stage_code(layout: Layout) -> Path:
     """Step 2a: the boot file in train-mnist/, as uploaded to OBS in the tutorial."""
     layout.code.mkdir(parents=True, exist_ok=True)
     target = layout.code / Path(BOOT_FILE).name
-    shutil.copyfile(artifact_path(BOOT_FILE), target)
+    write_atomic(target, artifact_path(BOOT_FILE).read_bytes())  # a full disk leaves no half boot file
     return target
 
 
