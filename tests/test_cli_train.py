@@ -74,3 +74,15 @@ def test_train_runtime_unknown_is_one_line(runner, tmp_path, small_dataset):
     result = runner.invoke(main, args)
     assert result.exit_code == 1 and result.output.startswith("Error: unknown runtime 'tf0.1'")
     assert not list(tmp_path.iterdir())
+
+
+def test_train_from_obs_to_obs_through_the_injected_store(runner, memory_wiring, memory_s3, small_dataset,
+                                                          fake_boot_file):
+    for path in small_dataset.iterdir():
+        memory_s3.put("bkt", f"dataset-mnist/{path.name}", path.read_bytes())
+    args = ["train", "--data_url", "obs://bkt/dataset-mnist", "--train_url", "obs://bkt/mnist-model",
+            "--boot-file", str(fake_boot_file), "-q"]
+    result = runner.invoke(main, args, obj=memory_wiring)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "version: V0001 (obs://bkt/mnist-model/V0001)"
+    assert "mnist-model/V0001/job.json" in memory_s3.keys("bkt")

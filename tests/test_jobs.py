@@ -155,3 +155,24 @@ def test_a_full_disk_publishes_no_version_and_names_the_file(tmp_path, small_dat
     [parked] = list(root.iterdir())  # no V0001, no partial job.json: one parked failure
     assert parked.name.startswith(".failed-V0001-") and not list(parked.glob(".*mnist-partial*"))
     assert jobs.run_job(small_dataset, root, boot_file=fake_boot_file).name == "V0001"
+
+
+def test_a_job_on_obs_reads_its_data_from_the_bucket_and_numbers_versions_after_it(memory_storage, memory_s3,
+                                                                                 small_dataset, fake_boot_file):
+    memory_storage.copy(str(small_dataset), "obs://bkt/dataset-mnist", recursive=True)
+    memory_s3.put("bkt", "mnist-model/V0007/model/saved_model.pb", b"an older version")
+    said = []
+    result = jobs.run_staged_job("obs://bkt/dataset-mnist", "obs://bkt/mnist-model", storage=memory_storage,
+                                 say=said.append, boot_file=fake_boot_file)
+    assert (result.name, result.url, str(result)) == ("V0008", "obs://bkt/mnist-model/V0008",
+                                                      "obs://bkt/mnist-model/V0008")
+    assert {"mnist-model/V0008/job.json", "mnist-model/V0008/train.log"} <= memory_s3.keys("bkt")
+    assert said == ["downloading obs://bkt/dataset-mnist ...", "uploaded V0008 to obs://bkt/mnist-model/V0008"]
+    explicit = jobs.run_staged_job("obs://bkt/dataset-mnist", "obs://bkt/mnist-model/V0042", storage=memory_storage,
+                                   boot_file=fake_boot_file)
+    assert explicit.url == "obs://bkt/mnist-model/V0042"
+
+
+def test_a_local_job_needs_no_object_store(tmp_path, small_dataset, fake_boot_file):
+    result = jobs.run_staged_job(small_dataset, tmp_path / "models", boot_file=fake_boot_file)
+    assert (result.name, result.url, result.path) == ("V0001", None, tmp_path / "models" / "V0001")
