@@ -143,7 +143,8 @@ def test_preview_shows_the_28x28_image_the_service_made(page):
     draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
     page.click("#predict")
     wait_for_predictions(page, 1)
-    page.wait_for_function("() => document.getElementById('seen').complete && document.getElementById('seen').naturalWidth > 0")
+    page.wait_for_function("() => { const seen = document.getElementById('seen'); "
+                           "return seen.complete && seen.naturalWidth > 0; }")
     assert page.eval_on_selector("#seen", "img => [img.naturalWidth, img.naturalHeight]") == [28, 28]
     # A vertical stroke centred by the service: ink in the middle columns, none in the corners.
     pixels = page.evaluate("""() => {

@@ -259,10 +259,10 @@ def test_every_answer_of_the_app_carries_the_security_headers():
     from modelarts_mnist.server.app import ServeConfig, create_app
 
     client = create_app(service=FakeService(), config=ServeConfig(auth_token="s3cret")).test_client()
+    digit = {"images": (io.BytesIO(png_bytes(np.zeros((28, 28)))), "a.png")}
     answers = [client.get("/ui/"), client.get("/ui/static/app.js"), client.get("/ui/model.json"),
                client.get("/ui"), client.get("/health"), client.post("/", data=b"{", content_type="application/json"),
-               client.get("/nothing"), client.post("/", headers={"X-Auth-Token": "s3cret"},
-                                                   data={"images": (io.BytesIO(png_bytes(np.zeros((28, 28)))), "a.png")})]
+               client.get("/nothing"), client.post("/", headers={"X-Auth-Token": "s3cret"}, data=digit)]
     for response in answers:
         policy = response.headers["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
