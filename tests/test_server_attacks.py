@@ -144,6 +144,8 @@ def test_a_killed_worker_is_not_counted_healthy_until_its_replacement_is_warm(ec
 
 MALFORMED = [
     (b"GET / HTTP/1.1\r\nHost localhost\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: localhost\n\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: localhost\nX-A: b\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: localhost\r\n Folded: x\r\n\r\n", 400),
     (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),

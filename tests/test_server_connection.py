@@ -309,3 +309,20 @@ def test_draining_closes_stalled_connections_and_waits_for_running_calls(live):
     assert read_all(running).startswith(b"HTTP/1.1 200") and drained.result(5) is True
     with pytest.raises(OSError):
         server.connect(timeout=1).sendall(b"GET / HTTP/1.1\r\n\r\n")
+
+
+def test_past_the_buffered_bytes_cap_the_slowest_arriving_request_is_cut(live):
+    server = live(App(limit=10000), buffered_bytes=3000)
+    slow = server.connect()
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: l\r\nContent-Length: 2000\r\n\r\n" + b"a" * 1500)
+    time.sleep(0.3)
+    with server.connect() as fast:
+        fast.sendall(b"POST / HTTP/1.1\r\nHost: l\r\nContent-Length: 2000\r\n\r\n" + b"b" * 1000)
+        time.sleep(0.3)
+        fast.sendall(b"b" * 500)  # over the cap: the request that progressed least recently goes
+        assert read_all(slow).startswith(b"HTTP/1.1 408")
+        fast.sendall(b"b" * 500)
+        assert b'"length": 2000' in fast.recv(1000)
+    time.sleep(0.2)
+    assert server.edge.buffered == 0
+    slow.close()

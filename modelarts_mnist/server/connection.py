@@ -58,6 +58,7 @@ class EdgeLimits:
     body_seconds: float = 40.0  # a whole body (ModelArts' gateway allows 40 s per request)
     linger_seconds: float = 2.0  # after a refusal: unread input is drained this long, then dropped
     max_connections: int = 1000  # per process; past it the oldest idle or stalled connection is closed
+    buffered_bytes: int = 128 * 1024 * 1024  # requests still arriving, per process; past it the slowest is cut
 
 
 class Connection(asyncio.Protocol):
@@ -77,6 +78,7 @@ class Connection(asyncio.Protocol):
         self.body: BodyReader | None = None
         self.body_deadline = 0.0
         self.peer_done = False
+        self.counted = 0  # bytes of this request read so far (the edge caps their sum over connections)
         self.paused = False  # reading paused: a client pipelining more than PIPELINE_LIMIT while answered
 
     # ---------------------------------------------------------------- asyncio callbacks
@@ -87,12 +89,17 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
+        self.release()
         self.edge.closed(self)
 
     def data_received(self, data: bytes) -> None:
         if self.phase in (IDLE, HEAD, BODY):
             self.buffer += data
+            self.counted += len(data)
+            self.edge.buffered += len(data)
             self.advance()
+            if self.edge.buffered > self.edge.limits.buffered_bytes:
+                self.edge.shed(self)
         elif self.phase == RUNNING:
             self.buffer += data  # pipelined: read once this answer is written
             if len(self.buffer) > PIPELINE_LIMIT and not self.paused:
@@ -180,6 +187,7 @@ class Connection(asyncio.Protocol):
     def run_app(self) -> None:
         """Hand the request to a pool thread; the loop goes on serving other connections."""
         self.phase = RUNNING
+        self.release()
         self.serial += 1
         self.deadline = self.edge.now() + self.edge.limits.app_seconds
         self.edge.submit(self, self.serial, self.environ, self.keep_alive and not self.edge.draining)
@@ -189,6 +197,8 @@ class Connection(asyncio.Protocol):
         if serial != self.serial or self.phase != RUNNING:
             return  # answered already (504) or gone
         self.transport.write(payload)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info('%s "%s" %s %d', self.peer()[0], self.request_line(), payload[9:12].decode(), len(payload))
         if not keep_alive or self.peer_done or self.edge.draining:
             self.close()
             return
@@ -226,6 +236,7 @@ class Connection(asyncio.Protocol):
             access_log.info('%s "%s" %d (refused: %s)', self.peer()[0], self.request_line(),
                             error.http_status, one_line(error.message))
         self.phase, self.buffer = LINGER, bytearray()
+        self.release()
         self.deadline = self.edge.now() + self.edge.limits.linger_seconds
         self.transport.write(render_error(error, keep_alive=False))
         if self.transport.can_write_eof():
@@ -235,6 +246,11 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         if self.peer_done:
             self.transport.close()
+
+    def release(self) -> None:
+        """The bytes read for the current request no longer count toward the process's buffered total."""
+        self.edge.buffered -= self.counted
+        self.counted = 0
 
     def close(self) -> None:
         """Close now (whatever is buffered for writing still goes out)."""
@@ -330,7 +346,10 @@ class BodyReader:
 
 
 def check_partial_head(buffer: bytearray) -> None:
-    """414/431 as soon as an incomplete head is already over its limits."""
+    """400 on a bare LF, 414/431 as soon as an incomplete head is already over its limits."""
+    newline = buffer.find(b"\n")
+    if newline == 0 or (newline > 0 and buffer[newline - 1] != 13):  # 13: CR
+        raise MalformedHttp("request lines must end with CRLF, not a bare LF")
     line_end = buffer.find(b"\r\n")
     if (line_end < 0 and len(buffer) > REQUEST_LINE_LIMIT) or line_end > REQUEST_LINE_LIMIT:
         raise MalformedHttp(f"request line longer than {REQUEST_LINE_LIMIT} bytes", http_status=414)

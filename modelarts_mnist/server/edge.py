@@ -9,11 +9,13 @@ import asyncio
 import collections
 import logging
 import queue
+import resource
 import socket
 import threading
 from typing import Any, Callable
 
-from .connection import RUNNING, Connection, EdgeLimits, call_app
+from ..errors import MalformedHttp
+from .connection import BODY, HEAD, RUNNING, Connection, EdgeLimits, call_app
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +87,11 @@ class Edge:
         self.threads = threads
         self.on_overrun = on_overrun
         self.on_tick = on_tick
+        # Past the descriptor limit accept() fails and asyncio stops accepting for a second: stay below it.
+        self.max_connections = min(limits.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100)
         self.connections: dict[Connection, None] = {}  # insertion order: oldest first
         self.running = 0
+        self.buffered = 0  # bytes of requests still arriving, over all connections
         self.finished: collections.deque = collections.deque()  # (connection, serial, answer, keep-alive)
         self.wake_pending = False
         self.draining = False
@@ -112,11 +117,21 @@ class Edge:
             connection.transport.abort()
             return
         self.connections[connection] = None
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.max_connections:
             for old in self.connections:
                 if old is not connection and old.phase != RUNNING:
                     old.transport.abort()
                     break
+
+    def shed(self, current: Connection) -> None:
+        """Over the buffered-bytes cap: cut the requests still arriving that progressed least recently."""
+        arriving = sorted((c for c in self.connections if c.phase in (HEAD, BODY) and c is not current),
+                          key=lambda c: c.deadline)
+        for connection in arriving:
+            if self.buffered <= self.limits.buffered_bytes:
+                return
+            connection.refuse(MalformedHttp("request too slow: cut to make room for other uploads",
+                                            http_status=408))
 
     def closed(self, connection: Connection) -> None:
         self.connections.pop(connection, None)

@@ -11,7 +11,6 @@ from .loading import preload_tensorflow
 from .port import bracketed, reserve_port
 
 logger = logging.getLogger(__name__)
-access_log = logging.getLogger("modelarts_mnist.server.access")
 
 # Measured with benchmarks/serve_bench.py on 2 cores (see benchmarks/README.md). With a socket per worker
 # (SO_REUSEPORT) connections spread evenly, and one worker per core did best: at c=32, 2 workers
@@ -40,7 +39,6 @@ def run_workers(config: ServeConfig, host: str, port: int, workers: int, on_list
             "bind": address, "reuse_port": True, "workers": workers, "threads": THREADS_PER_WORKER,
             "graceful_timeout": int(DRAIN_SECONDS) + 1,
             "timeout": 120,  # loading TensorFlow and the model counts against the worker's heartbeat
-            "accesslog": "-" if access_log.isEnabledFor(logging.INFO) else None,
             "loglevel": "info" if logger.isEnabledFor(logging.INFO) else "warning",
             "control_socket_disable": True,  # one shared ~/.gunicorn socket would clash between services
         }
