@@ -1,6 +1,7 @@
 """The service's one token rule: the X-Auth-Token header must equal the configured token."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Mapping
 
@@ -28,7 +29,11 @@ def check_given_token(given: str | None, token: bytes) -> None:
     if not given:
         raise Unauthorized(f"{TOKEN_HEADER} header is required")
     # WSGI decodes header bytes as latin-1: encoding back gives the bytes the client sent, so a
-    # non-ASCII token sent as UTF-8 matches token.encode("utf-8"); anything unencodable cannot match.
-    sent = given.encode("latin-1", "replace")
-    if not hmac.compare_digest(sent, token):
+    # non-ASCII token sent as UTF-8 matches token.encode("utf-8").
+    try:
+        sent = given.encode("latin-1")
+    except UnicodeEncodeError:  # not bytes any client sent: it cannot be the token
+        raise Unauthorized(f"missing or wrong {TOKEN_HEADER}") from None
+    # Digests have one length, so the comparison does not even reveal the token's length.
+    if not hmac.compare_digest(hashlib.sha256(sent).digest(), hashlib.sha256(token).digest()):
         raise Unauthorized(f"missing or wrong {TOKEN_HEADER}")
