@@ -221,6 +221,7 @@ def _naming(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno is None or not str(exc.filename or "").startswith(str(path.parent)):
+        elsewhere = exc.filename is not None and not str(exc.filename).startswith(str(path.parent))
+        if exc.errno is None or elsewhere:  # a write error carries no file name: it is this file's
             raise
         raise OSError(exc.errno, exc.strerror, str(path)) from exc

@@ -157,3 +157,12 @@ def test_downloads_show_a_bar_on_a_terminal_only(tmp_path, http_root):
     piped = subprocess.run(args + [str(tmp_path / "pipe")], capture_output=True, text=True)
     assert piped.returncode == 0, piped.stderr
     assert piped.stderr == ""
+
+
+def test_a_really_full_disk_is_one_line_and_leaves_nothing(runner, small_disk):
+    out = small_disk / "dataset-mnist"
+    result = runner.invoke(main, ["data", "prepare", "--out", str(out)])  # ~6 MB into 1 MiB
+    assert result.exit_code == 1 and isinstance(result.exception, (SystemExit, type(None)))
+    assert result.output.splitlines() == [result.output.strip()], result.output
+    assert result.output.startswith(f"Error: cannot write {out}: No space left on device")
+    assert list(small_disk.iterdir()) == []

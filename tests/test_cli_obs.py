@@ -366,3 +366,16 @@ def test_train_from_obs_to_obs_then_serve_from_obs(runner, s3_env, s3_store, s3_
     assert all(status == 200 for status, _, _ in answers), answers
     correct = sum(str(body.get("predicted_label")) == str(test_y[i]) for i, (_, _, body) in enumerate(answers))
     assert correct >= 6, answers
+
+
+def test_a_download_onto_a_really_full_disk_is_one_line_and_leaves_nothing(runner, memory_wiring, memory_s3,
+                                                                           small_disk):
+    import os
+
+    memory_s3.put("bkt", "data/big.bin", os.urandom(2 * 1024 * 1024))  # twice the disk
+    memory_s3.put("bkt", "data/small.txt", b"fits")
+    result = runner.invoke(main, ["obs", "cp", "-r", "obs://bkt/data", str(small_disk / "data")], obj=memory_wiring)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert f"{small_disk / 'data' / 'big.bin'}: No space left on device" in result.output
+    assert [p for p in small_disk.rglob("*") if p.is_file() and p.name != "small.txt"] == []
