@@ -32,7 +32,7 @@ def create_ui_blueprint(model_info: Callable[[], dict[str, Any]],
 
         app.register_blueprint(create_ui_blueprint(
             lambda: describe_model(config.model_dir, service),
-            lambda data: service._preprocess(data)))
+            lambda data: service._preprocess(data), auth_token=config.auth_token))
 
     Args:
         model_info: returns the JSON served at GET /ui/model.json (see info.describe_model).
