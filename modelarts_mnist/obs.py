@@ -40,6 +40,7 @@ ENV_NAMES = {
 }
 ADDRESSING_STYLES = ("virtual", "path", "auto")
 _OBS_HOST = re.compile(r"obs\.([a-z0-9-]+)\.")
+_ENDPOINT = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[^\s/:?#\[\]]+)(:\d{1,5})?(/\S*)?$", re.IGNORECASE)
 DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                 "RequestTimeTooSkewed", "Forbidden"}
 
@@ -62,6 +63,9 @@ class ObsSettings:
             raise StorageError(f"OBS addressing style {self.addressing!r} is not one of {', '.join(ADDRESSING_STYLES)}")
         if self.max_attempts < 1:
             raise StorageError(f"OBS max_attempts must be at least 1, got {self.max_attempts}")
+        if self.endpoint is not None and not _ENDPOINT.match(self.endpoint):
+            raise StorageError(f"OBS endpoint {self.endpoint!r} is not an http:// or https:// URL with a host "
+                               "(e.g. https://obs.cn-north-1.myhuaweicloud.com)")
         if min(self.connect_timeout, self.read_timeout) <= 0:
             raise StorageError(f"OBS timeouts must be positive, got connect {self.connect_timeout}, "
                                f"read {self.read_timeout}")

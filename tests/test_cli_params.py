@@ -46,6 +46,8 @@ CASES = {
     "upload-bucket-upper": (["upload", "--bucket", "MyBucket", "--workdir", "{tmp}"], "not a valid bucket name"),
     "obs-ls-bucket-space": (["obs", "ls", "obs://my bucket/"], "'my bucket' is not a valid bucket name"),
     "obs-cp-bucket-ip": (["obs", "cp", "{file}", "obs://192.168.1.1/k"], "must not look like an IP address"),
+    "obs-endpoint-not-a-url": (["obs", "ls", "obs://bkt/", "--endpoint", "not-a-url"],
+                               "OBS endpoint 'not-a-url' is not an http:// or https:// URL"),
     "check-bucket-space": (["check", "obs://my bucket/model"], "'my bucket' is not a valid bucket name"),
     "sheet-missing-folder": (["data", "inspect", "{dataset}", "--sheet", "{tmp}/no/such/sheet.png"],
                              "does not exist (create the folder first)"),

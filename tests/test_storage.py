@@ -256,6 +256,10 @@ def test_missing_credentials_and_bad_settings_are_refused():
         from_env({"MODELARTS_OBS_READ_TIMEOUT": "soon"})
     with pytest.raises(StorageError, match="addressing style 'sideways'"):
         ObsSettings(addressing="sideways")
+    for endpoint in ("obs.cn-north-1.myhuaweicloud.com", "ftp://host", "http://a host"):
+        with pytest.raises(StorageError, match="is not an http:// or https:// URL with a host"):
+            from_env({"MODELARTS_OBS_ENDPOINT": endpoint})
+    assert ObsSettings(endpoint="http://[::1]:8333/").endpoint == "http://[::1]:8333/"
 
 
 @pytest.mark.parametrize("url, remote", [("obs://b/k", True), ("s3://b/", True), ("/tmp/x", False),
