@@ -173,9 +173,11 @@ def test_unusable_files_raise_type_error_quickly(cs, data, text):
 
 
 def test_the_images_of_a_request_share_one_decoding_budget(cs):
-    big = png_header_only(4096, 4096, colour=2)  # 64 MiB as Pillow keeps RGB: at the per-image limit
-    with pytest.raises(TypeError, match="images: the request.s 3 images decode to 192 MiB together, at most 128"):
-        preprocess(cs, {"images": [big, big, big]})
+    half = png_header_only(4096, 2048, colour=2)  # 32 MiB as Pillow keeps RGB
+    with pytest.raises(TypeError, match="images: the request's 3 images decode to 96 MiB together, at most 64 MiB"):
+        preprocess(cs, {"images": [half, half, half]})
+    with pytest.raises(TypeError, match=r"images\[0\]: not a readable"):  # within budget: decoding starts
+        preprocess(cs, {"images": [half, half]})
 
 
 @pytest.mark.parametrize("mode, size", [("L", (5000, 3000)), ("RGB", (3000, 2000)), ("RGBA", (2400, 1800)),
