@@ -58,6 +58,8 @@ def sweep_partials(folder: Path, name: str | None = None) -> list[Path]:
         pid = int(match.group("pid"))
         if pid == os.getpid() or is_running(pid):
             continue
+        if entry.name.endswith(".old") and not (folder / match.group("name")).exists():
+            continue  # the only copy of a folder a killed swap left aside: recover_folder puts it back
         remove(entry)
         removed.append(entry)
     if removed:
