@@ -10,22 +10,10 @@ import time
 
 import pytest
 
-from fixtures.serving import multipart, request, wait_healthy
+from fixtures.serving import connect, multipart, read_until_closed, request, wait_healthy
 
 MODES = [("--threaded",), ("--workers", "2")]
 MODE_IDS = ["threaded", "gunicorn"]
-
-
-def connect(serve, timeout=10) -> socket.socket:
-    return socket.create_connection((serve.host, serve.port), timeout=timeout)
-
-
-def read_answer(sock) -> bytes:
-    """Everything until the server closes."""
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def stalled_connections(serve, count: int) -> tuple[list[socket.socket], threading.Event]:
@@ -90,7 +78,7 @@ def test_stalled_clients_are_cut_after_the_head_and_body_deadlines(echo_package,
     try:
         socks[0].settimeout(15)
         started = time.monotonic()
-        answers = [read_answer(sock) for sock in socks]  # each closed by the service, none by us
+        answers = [read_until_closed(sock) for sock in socks]  # each closed by the service, none by us
         assert time.monotonic() - started < 14  # head 10 s in total, body 10 s of silence
         assert all(answer.startswith(b"HTTP/1.1 408") and b'"MR.0101"' in answer for answer in answers)
     finally:
@@ -169,7 +157,7 @@ def test_every_malformed_request_gets_json_with_its_status(echo_package, start_s
     for raw, status in MALFORMED:
         with connect(serve) as sock:
             sock.sendall(raw)
-            answer = read_answer(sock)
+            answer = read_until_closed(sock)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 %d " % status), (raw[:60], answer[:300])
         assert b"Content-Type: application/json" in head, (raw[:60], head)
@@ -183,7 +171,7 @@ def test_a_wrong_token_is_refused_before_the_body_is_read(echo_package, start_se
     wait_healthy(serve)
     with connect(serve, timeout=3) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Auth-Token: wrong\r\n" + framing + b"\r\n\r\n")
-        seconds, answer = timed(lambda: read_answer(sock))  # no body byte sent: answered anyway
+        seconds, answer = timed(lambda: read_until_closed(sock))  # no body byte sent: answered anyway
     assert answer.startswith(b"HTTP/1.1 401") and b"APIG.0301" in answer and seconds < 1
 
 

@@ -8,20 +8,8 @@ import time
 
 import pytest
 
-from fixtures.serving import multipart, request, wait_healthy
+from fixtures.serving import multipart, raw_exchange, request, wait_healthy
 from modelarts_mnist.server.runner import WORKERS_PER_CORE, default_workers, tf_threads_for
-
-
-def raw_exchange(serve, data: bytes, close_write: bool = True, timeout=10) -> bytes:
-    """Send raw bytes on a socket and read the whole answer."""
-    with socket.create_connection((serve.host, serve.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        if close_write:
-            sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_threaded_serve_answers_503_while_loading_then_predicts(echo_package, start_serve):
