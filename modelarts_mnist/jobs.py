@@ -347,9 +347,12 @@ def run_staged_job(data_url: str | os.PathLike, train_url: str | os.PathLike, ex
     number from the bucket and the finished version is uploaded there, each file verified; local
     paths are used as they are. `job_args` go to run_job.
     """
-    from .storage import Storage, is_remote, stage_in, stage_out
+    from .storage import Storage, is_remote, parse_folder_url, stage_in, stage_out
 
     data_url, train_url = str(data_url), str(train_url)
+    for url in (data_url, train_url):
+        if is_remote(url):
+            parse_folder_url(url)  # a bad bucket or an escaping key fails before any work
     if not (is_remote(data_url) or is_remote(train_url)):
         version = run_job(data_url, train_url, extra_args, **job_args)
         return JobResult(version.name, version)

@@ -70,6 +70,14 @@ def parse_url(url: str) -> ObjectUrl:
     return ObjectUrl(scheme.lower(), bucket, key)
 
 
+def parse_folder_url(url: str) -> ObjectUrl:
+    """Parse an obs:// URL that names a folder (staged, trained into): its key must be a plain relative path."""
+    parsed = parse_url(url)
+    if parsed.key.strip("/"):
+        safe_relative_key(parsed.key.strip("/"))
+    return parsed
+
+
 def check_bucket_name(bucket: str) -> str:
     """`bucket` unchanged when OBS accepts it as a bucket name; else a StorageError saying why."""
     problem = None
@@ -415,11 +423,9 @@ def stage_in(url: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
     """Mirror a remote folder into `cache_dir/<bucket>/<key>` (unchanged files reused); local paths pass through."""
     if not is_remote(url):
         return Path(url)
-    parsed = parse_url(str(url))
+    parsed = parse_folder_url(str(url))
     cache = Path(cache_dir or default_cache_dir())
-    local = cache / safe_relative_key(parsed.bucket)
-    if parsed.key.strip("/"):  # the mirror's own place must stay inside the cache too
-        local = local / safe_relative_key(parsed.key.strip("/"))
+    local = cache / parsed.bucket / parsed.key.strip("/")  # both checked: the mirror stays inside the cache
     with _mirror_lock(cache, parsed.bucket):  # a second command staging it waits, then finds it up to date
         report = (storage or Storage()).copy(str(url), str(local), recursive=True)
         _prune(local, set(report.copied) | set(report.skipped))

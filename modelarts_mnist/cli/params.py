@@ -74,11 +74,11 @@ class FolderOrUrl(click.ParamType):
         self.stage = stage
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
-        from ..storage import is_remote, parse_url, stage_in
+        from ..storage import is_remote, parse_folder_url, stage_in
         from .context import make_storage
 
         if isinstance(value, str) and is_remote(value):
-            parse_url(value)  # a StorageError, one line, for a bad bucket name: before any work
+            parse_folder_url(value)  # a StorageError, one line, for a bad bucket or key: before any work
             if not self.stage:
                 return value
             click.echo(f"downloading {value} ...", err=True)
@@ -92,10 +92,10 @@ class OutputFolderOrUrl(OutputFolder):
     name = "folder_or_url"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
-        from ..storage import is_remote, parse_url
+        from ..storage import is_remote, parse_folder_url
 
         if isinstance(value, str) and is_remote(value):
-            parse_url(value)
+            parse_folder_url(value)
             return value
         return super().convert(value, param, ctx)
 
