@@ -326,3 +326,13 @@ def test_past_the_buffered_bytes_cap_the_slowest_arriving_request_is_cut(live):
     time.sleep(0.2)
     assert server.edge.buffered == 0
     slow.close()
+
+
+def test_http_10_keeps_the_connection_only_when_asked_and_says_so(live):
+    server = live()
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert b"Connection: keep-alive" in sock.recv(1000)
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = read_all(sock)
+    assert b"Connection: close" in answer and answer.startswith(b"HTTP/1.1 200")

@@ -482,7 +482,8 @@ def call_app(app: Callable, environ: dict[str, Any], keep_alive: bool) -> tuple[
         finally:
             if hasattr(result, "close"):
                 result.close()
-        return render_answer(started[0], started[1], body, keep_alive, environ["REQUEST_METHOD"] == "HEAD")
+        return render_answer(started[0], started[1], body, keep_alive, environ["REQUEST_METHOD"] == "HEAD",
+                             http10=environ["SERVER_PROTOCOL"] == "HTTP/1.0")
     except Exception as exc:  # the app failed outside its own error handlers: still one JSON answer
         logger.error("the app failed to answer %s %s", environ.get("REQUEST_METHOD"),
                      one_line(environ.get("RAW_URI", ""), limit=200), exc_info=exc)
@@ -490,7 +491,7 @@ def call_app(app: Callable, environ: dict[str, Any], keep_alive: bool) -> tuple[
 
 
 def render_answer(status: str, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
-                  head_only: bool = False) -> tuple[bytes, bool]:
+                  head_only: bool = False, http10: bool = False) -> tuple[bytes, bool]:
     """Status line, headers (Content-Length and Connection ours) and body as sent; and whether to keep alive."""
     lines = [f"HTTP/1.1 {status}\r\n"]
     for name, value in headers:
@@ -504,7 +505,10 @@ def render_answer(status: str, headers: list[tuple[str, str]], body: bytes, keep
     if not status.startswith(NO_BODY_STATUSES):
         lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append(http_date())
-    lines.append("\r\n" if keep_alive else "Connection: close\r\n\r\n")
+    if keep_alive:  # HTTP/1.0 clients keep the connection only when told so
+        lines.append("Connection: keep-alive\r\n\r\n" if http10 else "\r\n")
+    else:
+        lines.append("Connection: close\r\n\r\n")
     return "".join(lines).encode("latin-1") + (b"" if head_only else body), keep_alive
 
 
