@@ -70,7 +70,6 @@ class Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.phase = IDLE
         self.deadline = edge.now() + edge.limits.idle_seconds
-        self.since = self.deadline
         self.scanned = 0  # bytes of the buffer already searched for the end of the head
         self.serial = 0  # which request an app call answers (a late one after a 504 is dropped)
         self.environ: dict[str, Any] = {}
@@ -128,6 +127,10 @@ class Connection(asyncio.Protocol):
                 return
         except MnistSdkError as error:
             self.refuse(error)
+            return
+        except Exception as exc:  # a fault of ours: still one JSON answer, and the loop goes on
+            logger.error("the edge failed on %s", self.request_line(), exc_info=exc)
+            self.refuse(InferenceFailed("internal server error; see the service log"))
             return
         self.run_app()
 
@@ -203,7 +206,7 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self.phase, self.environ = IDLE, {}
-        self.deadline = self.since = self.edge.now() + self.edge.limits.idle_seconds
+        self.deadline = self.edge.now() + self.edge.limits.idle_seconds
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
