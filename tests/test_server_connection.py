@@ -138,6 +138,9 @@ class App:
         if environ["PATH_INFO"] == "/sleep":
             time.sleep(float(environ["QUERY_STRING"]))
         body = environ["wsgi.input"].read()
+        if environ["PATH_INFO"] == "/big":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return [b"x" * (1 << 20)]
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps({"length": len(body), "body": body[:20].decode("latin-1")}).encode()]
 
@@ -336,3 +339,12 @@ def test_http_10_keeps_the_connection_only_when_asked_and_says_so(live):
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         answer = read_all(sock)
     assert b"Connection: close" in answer and answer.startswith(b"HTTP/1.1 200")
+
+
+def test_a_client_that_never_reads_its_answers_is_not_served_more_and_is_dropped(live):
+    server = live(idle_seconds=1)
+    with server.connect() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: l\r\n\r\n" * 50)  # 50 MB of answers asked, none read
+        time.sleep(3)
+        assert server.app.calls < 10 and not server.edge.connections

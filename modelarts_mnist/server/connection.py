@@ -78,6 +78,7 @@ class Connection(asyncio.Protocol):
         self.body_deadline = 0.0
         self.peer_done = False
         self.counted = 0  # bytes of this request read so far (the edge caps their sum over connections)
+        self.unread = False  # our answers wait in the write buffer: the client is not reading them
         self.paused = False  # reading paused: a client pipelining more than PIPELINE_LIMIT while answered
 
     # ---------------------------------------------------------------- asyncio callbacks
@@ -207,11 +208,28 @@ class Connection(asyncio.Protocol):
             return
         self.phase, self.environ = IDLE, {}
         self.deadline = self.edge.now() + self.edge.limits.idle_seconds
+        if not self.unread:  # else the next request waits until the client reads this answer
+            self.next_request()
+
+    def next_request(self) -> None:
+        """Read again, and serve a request already pipelined."""
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
         if self.buffer:
             self.advance()
+
+    def pause_writing(self) -> None:
+        """Answers pile up unread (asyncio's high-water mark): read no more requests until the client reads."""
+        self.unread = True
+        if not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.unread = False
+        if self.phase == IDLE:
+            self.next_request()
 
     # ---------------------------------------------------------------- endings
 
@@ -226,7 +244,7 @@ class Connection(asyncio.Protocol):
             self.serial += 1  # the app's late answer is dropped
             self.edge.overrun()
             self.refuse(RequestOverBudget(f"the model did not answer within {self.edge.limits.app_seconds:g} s"))
-        elif phase == LINGER:
+        elif phase == LINGER or self.unread:  # closing would wait for a client that does not read
             self.transport.abort()
         else:
             self.close()
