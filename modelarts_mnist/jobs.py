@@ -347,7 +347,7 @@ def run_staged_job(data_url: str | os.PathLike, train_url: str | os.PathLike, ex
     number from the bucket and the finished version is uploaded there, each file verified; local
     paths are used as they are. `job_args` go to run_job.
     """
-    from .storage import Storage, is_remote, parse_folder_url, stage_in, stage_out
+    from .storage import Storage, is_remote, parse_folder_url, stage_in
 
     data_url, train_url = str(data_url), str(train_url)
     for url in (data_url, train_url):
@@ -369,6 +369,30 @@ def run_staged_job(data_url: str | os.PathLike, train_url: str | os.PathLike, ex
             return JobResult(version.name, version)
         root = train_url.rstrip("/")
         remote = root if root.endswith("/" + version.name) else f"{root}/{version.name}"
-        stage_out(version, remote, storage=storage)  # before the staging folder goes away
+        upload_version(version, remote, storage)  # before the staging folder goes away
     say(f"uploaded {version.name} to {remote}")
     return JobResult(version.name, version, remote)
+
+
+def upload_version(version: Path, remote: str, storage: "Storage") -> None:
+    """Upload a finished version, job.json last, so a remote version without it is known to be unfinished.
+
+    An upload that fails or is interrupted (Ctrl-C, SIGTERM) removes what it sent of a new version,
+    so no half version stays in the bucket; a `kill -9` leaves one without job.json.
+    """
+    folders, objects = storage.list(remote + "/")
+    fresh = not folders and not objects  # only a version this upload creates is removed on failure
+    job = version / JOB_FILE
+    held = version.parent / f".{version.name}-{JOB_FILE}"
+    os.replace(job, held)
+    try:
+        storage.copy(str(version), remote, recursive=True)
+        storage.copy(str(held), f"{remote}/{JOB_FILE}")
+    except BaseException:
+        if fresh:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                storage.remove(remote, recursive=True)
+                log.warning("removed the half-uploaded version %s", remote)
+        raise
+    finally:
+        os.replace(held, job)

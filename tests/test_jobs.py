@@ -11,7 +11,7 @@ import time
 import pytest
 
 from modelarts_mnist import jobs
-from modelarts_mnist.errors import DataError, TrainingError
+from modelarts_mnist.errors import DataError, StorageError, TrainingError
 
 
 def test_format_version_pads_to_four_digits():
@@ -176,3 +176,32 @@ def test_a_job_on_obs_reads_its_data_from_the_bucket_and_numbers_versions_after_
 def test_a_local_job_needs_no_object_store(tmp_path, small_dataset, fake_boot_file):
     result = jobs.run_staged_job(small_dataset, tmp_path / "models", boot_file=fake_boot_file)
     assert (result.name, result.url, result.path) == ("V0001", None, tmp_path / "models" / "V0001")
+
+
+def test_an_interrupted_upload_leaves_no_half_version_in_the_bucket(memory_storage, memory_s3, small_dataset,
+                                                                    fake_boot_file):
+    memory_storage.copy(str(small_dataset), "obs://bkt/dataset-mnist", recursive=True)
+    sent = []
+
+    def connection_lost_on_the_second_file(**details) -> None:
+        sent.append(details["key"])
+        if len(sent) == 2:
+            raise ConnectionResetError(104, "Connection reset by peer")
+    memory_s3.faults["upload_file"] = connection_lost_on_the_second_file
+    with pytest.raises(StorageError, match="Connection reset by peer"):
+        jobs.run_staged_job("obs://bkt/dataset-mnist", "obs://bkt/mnist-model", storage=memory_storage,
+                            boot_file=fake_boot_file)
+    assert len(sent) == 2 and not [k for k in memory_s3.keys("bkt") if k.startswith("mnist-model/")]
+    del memory_s3.faults["upload_file"]
+    result = jobs.run_staged_job("obs://bkt/dataset-mnist", "obs://bkt/mnist-model", storage=memory_storage,
+                                 boot_file=fake_boot_file)
+    assert result.name == "V0001" and "mnist-model/V0001/job.json" in memory_s3.keys("bkt")
+
+
+def test_job_json_is_uploaded_last(memory_storage, memory_s3, small_dataset, fake_boot_file):
+    memory_storage.copy(str(small_dataset), "obs://bkt/dataset-mnist", recursive=True)
+    order = []
+    memory_s3.faults["upload_file"] = lambda **details: order.append(details["key"])
+    jobs.run_staged_job("obs://bkt/dataset-mnist", "obs://bkt/mnist-model", storage=memory_storage,
+                        boot_file=fake_boot_file)
+    assert len(order) > 2 and order[-1] == "mnist-model/V0001/job.json" and order.count(order[-1]) == 1
