@@ -109,7 +109,7 @@ class HttpUrl(click.ParamType):
         text = str(value)
         try:
             parts = urllib.parse.urlsplit(text)
-            port = parts.port  # raises ValueError for a port that is not a number or out of range
+            parts.port  # noqa: B018 - read to raise ValueError for a port that is not a number or out of range
         except ValueError as exc:
             self.fail(f"{text!r} is not a valid URL ({exc})", param, ctx)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
@@ -117,7 +117,6 @@ class HttpUrl(click.ParamType):
                       param, ctx)
         if any(ord(c) < 33 for c in text):
             self.fail(f"{text!r} holds spaces or control characters", param, ctx)
-        del port
         return text
 
 
