@@ -132,7 +132,13 @@ def attacks() -> dict[str, Callable[[], tuple[bytes, str]]]:
         "JSON 6M nested lists": lambda: (b"[" * (LIMIT // 2 - 8) + b"]" * (LIMIT // 2 - 8), "application/json"),
         "JSON 6M zeros": lambda: (fill(b"0,", b"[", b"0]"), "application/json"),
         "JSON 1M keys": lambda: (fill(b'"k":0,', b"{", b'"k":0}'), "application/json"),
+        "JSON 200k nested lists (past Python's stack)": lambda: (b"[" * 200_000 + b"]" * 200_000, "application/json"),
+        "JSON 300k numbers, 4M commas in a string": lambda: as_json({"s": "," * 4_000_000, "n": [0] * 300_000}),
         "JSON 262,144 values at the limit": lambda: as_json({"x": ["abcdefghij"] * 262_000}),
+        "JSON 256 base64 PNGs declaring 4096^2 gray": lambda: b64_json([png_bomb(4096, 8, 0, 1)] * 256),
+        "JSON 256 base64 PNGs 512^2 with ink (at the request limit)": lambda: b64_json(
+            [inked("L", (512, 512), "PNG")] * 256),
+        "form: 990 tiny GIFs": lambda: files_form([inked("L", (8, 8), "GIF")] * 990),
         "JSON 2M commas in one string": lambda: as_json({"images": "," * 2_000_000}),
         "JSON tiny base64 GIFs (340k strings)": lambda: (fill(b'"R0lGODlhAQABAAAAACw=",', b"[", b'"a"]'),
                                                          "application/json"),
