@@ -245,6 +245,27 @@ def test_sigterm_mid_upload_leaves_no_open_multipart_upload(s3_env, s3_store, s3
     assert open_uploads(s3_store, s3_bucket) == [] and s3_store.stat(s3_bucket, "big.bin") is None
 
 
+def test_kill_9_mid_upload_leaves_parts_that_the_next_run_aborts(runner, s3_env, s3_store, s3_bucket, tmp_path):
+    import os
+    import signal
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 * 1024 * 1024))
+    url = f"obs://{s3_bucket}/big.bin"
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "obs", "cp", str(big), url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not open_uploads(s3_store, s3_bucket) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no handler runs: the parts stay open on the server
+    process.wait(timeout=30)
+    assert open_uploads(s3_store, s3_bucket) == ["big.bin"], "the upload never started"
+    again = runner.invoke(main, ["obs", "cp", str(big), url])
+    assert again.exit_code == 0, again.output
+    assert open_uploads(s3_store, s3_bucket) == []
+    assert s3_store.matches(big, s3_store.stat(s3_bucket, "big.bin")) is True
+
+
 # --- upload: the tutorial's bucket ---------------------------------------------------------------
 
 @pytest.fixture()
