@@ -266,6 +266,30 @@ def test_kill_9_mid_upload_leaves_parts_that_the_next_run_aborts(runner, s3_env,
     assert s3_store.matches(big, s3_store.stat(s3_bucket, "big.bin")) is True
 
 
+def test_kill_9_mid_download_leaves_a_partial_file_that_the_next_run_removes(runner, s3_env, s3_bucket, tmp_path):
+    import os
+    import signal
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 * 1024 * 1024))
+    url = f"obs://{s3_bucket}/big.bin"
+    assert runner.invoke(main, ["obs", "cp", str(big), url]).exit_code == 0
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "obs", "cp", url, str(dest / "big.bin")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(dest.iterdir()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    [partial] = list(dest.iterdir())
+    assert partial.name.startswith(".big.bin.mnist-partial-"), partial.name
+    again = runner.invoke(main, ["obs", "cp", url, str(dest / "big.bin")])
+    assert again.exit_code == 0, again.output
+    assert [p.name for p in dest.iterdir()] == ["big.bin"] and (dest / "big.bin").read_bytes() == big.read_bytes()
+
+
 # --- upload: the tutorial's bucket ---------------------------------------------------------------
 
 @pytest.fixture()
