@@ -267,7 +267,8 @@ def measure(name: str, settings: str, server: Server, url: str, script: Path, du
         row[f"c{c}_cpu_ms"] = round(spent * 1e3 / max(figures["requests"], 1), 3)
         row[f"c{c}_failed"] = figures["non2xx"] + figures["errors"] + figures["timeouts"]
         requests, cpu = requests + figures["requests"], cpu + spent
-        print(f"  {name:10} c={c:<3} {figures['rps']:7.0f} req/s  cpu {row[f'c{c}_cpu_ms']:.3f} ms/req", file=sys.stderr)
+        print(f"  {name:10} c={c:<3} {figures['rps']:7.0f} req/s  cpu {row[f'c{c}_cpu_ms']:.3f} ms/req",
+              file=sys.stderr)
     row["cpu_ms_per_req"] = round(cpu * 1e3 / max(requests, 1), 3)
     rss = group_memory(server)
     row["rss_mb"], row["processes"] = round(sum(rss.values())), len(rss)
