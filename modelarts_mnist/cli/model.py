@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -62,45 +61,18 @@ def predict(images: tuple[Path, ...], url: str | None, model_dir: Path | None, t
     """Predict the digit in each IMAGE with a running service, or in-process with --model."""
     if url and model_dir:
         raise click.UsageError("give --url or --model, not both")
-    from ..client import post_image
     from ..errors import MnistSdkError
+    from ..predictor import describe, in_process, over_http
 
-    ask = in_process(model_dir) if model_dir else lambda path: post_image(url or DEFAULT_URL, path, token)
+    ask = in_process(model_dir) if model_dir else over_http(url or DEFAULT_URL, token)
     failures = 0
     for path in images:
         try:
             answer = ask(path)
-        except (click.ClickException, MnistSdkError) as exc:
+        except MnistSdkError as exc:
             click.echo(f"{path}: error: {exc.message}", err=True)
             failures += 1
             continue
         click.echo(json.dumps(answer, ensure_ascii=False) if raw else f"{path}: {describe(answer)}")
     if failures:
         raise click.exceptions.Exit(1)
-
-
-def in_process(model_dir: Path):
-    """A function answering one image file with the package's service loaded here."""
-    from model_service.errors import StepFailed
-
-    from ..errors import MnistSdkError
-    from ..loader import inference_failed, load_service
-
-    service = load_service(model_dir)
-
-    def ask(path: Path) -> Any:
-        try:
-            with path.open("rb") as image:
-                return service.inference({"images": {path.name: image}})
-        except (MnistSdkError, StepFailed) as exc:  # StepFailed: user code raised; answered as a service would
-            failure = exc if isinstance(exc, MnistSdkError) else inference_failed(exc)
-            raise click.ClickException(f"{failure.message} (HTTP {failure.http_status} on a service)") from exc
-    return ask
-
-
-def describe(answer: Any) -> str:
-    """'7 (0.982)' for a ModelArts MNIST answer; the JSON itself for anything else."""
-    if isinstance(answer, dict) and "predicted_label" in answer:
-        scores = answer.get("scores") or [[answer["predicted_label"], "?"]]
-        return f"{answer['predicted_label']} ({scores[0][1]})"
-    return json.dumps(answer, ensure_ascii=False)
