@@ -1,4 +1,4 @@
-"""Ask a model for digits: a package loaded in this process, or a running service over HTTP, one image file at a time."""
+"""Ask a model for digits: a package loaded in this process, or a running service over HTTP, one image at a time."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""`modelarts-mnist obs ...` and `upload`: on the in-memory S3 (injected through click's obj), and on SeaweedFS where only a real server shows it."""
+"""`modelarts-mnist obs ...` and `upload`: on the in-memory S3 (via click's obj), on SeaweedFS what needs a server."""
 from __future__ import annotations
 
 import functools

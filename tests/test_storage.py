@@ -1,4 +1,4 @@
-"""The storage layer: its logic on an in-memory S3 (fixtures/memory_s3.py); what only a real server shows on SeaweedFS."""
+"""The storage layer: its logic on an in-memory S3 (fixtures/memory_s3.py), on SeaweedFS what needs a real server."""
 from __future__ import annotations
 
 import errno
@@ -500,7 +500,8 @@ def test_every_client_failure_becomes_one_named_storage_error(memory_store, memo
     for operation in ("head_bucket", "head_object", "list_objects_v2", "delete_objects", "upload_file"):
         memory_s3.faults[operation] = fail
     calls = [lambda: memory_store.stat("bkt", "k/a.txt"), lambda: list(memory_store.list("bkt", "k/")),
-             lambda: memory_store.remove("bkt", ["k/a.txt"]), lambda: memory_store.upload(Path(__file__), "bkt", "k/a.txt")]
+             lambda: memory_store.remove("bkt", ["k/a.txt"]),
+             lambda: memory_store.upload(Path(__file__), "bkt", "k/a.txt")]
     for call in calls:
         with pytest.raises(StorageError, match=expected) as caught:
             call()
