@@ -82,3 +82,14 @@ def test_good_places_pass(tmp_path, embedded_dataset):
     result = CliRunner().invoke(main, ["data", "inspect", str(embedded_dataset), "--sheet", str(sheet)])
     assert result.exit_code == 0, result.output
     assert sheet.is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--data_url", "{dataset}", "--train_url", "{ro}/models"],
+    ["data", "prepare", "--out", "{ro}/dataset-mnist"],
+    ["demo", "--workdir", "{ro}/work"],
+    ["data", "inspect", "{dataset}", "--sheet", "{ro}/sheet.png"],
+], ids=["train-url", "prepare-out", "demo-workdir", "sheet"])
+def test_a_read_only_place_is_one_line(args, read_only_disk, embedded_dataset):
+    result = CliRunner().invoke(main, [a.format(ro=read_only_disk, dataset=embedded_dataset) for a in args])
+    assert f"{read_only_disk} is not writable" in one_line_error(result)
