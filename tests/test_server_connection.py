@@ -10,7 +10,7 @@ import time
 import pytest
 
 from modelarts_mnist.errors import MalformedHttp, PayloadTooLarge, Unauthorized
-from modelarts_mnist.server.connection import (FIELD_COUNT_LIMIT, HEAD_LIMIT, REQUEST_LINE_LIMIT, BodyReader,
+from modelarts_mnist.server.connection import (CHUNK_COUNT_LIMIT, FIELD_COUNT_LIMIT, HEAD_LIMIT, REQUEST_LINE_LIMIT, BodyReader,
                                                EdgeLimits, body_framing, make_environ, parse_head, render_answer,
                                                render_error)
 from modelarts_mnist.server.edge import AppThreads, Edge
@@ -105,6 +105,14 @@ def test_malformed_chunks_are_400(raw):
 def test_chunks_past_the_limit_are_413_before_they_arrive():
     with pytest.raises(PayloadTooLarge):
         BodyReader(True, 0, 100).take(bytearray(b"65\r\n"))  # announces 101 bytes
+
+
+def test_tiny_chunks_count_their_framing_and_their_number():
+    with pytest.raises(PayloadTooLarge):  # 30 data bytes, but 150 on the wire
+        BodyReader(True, 0, 100).take(bytearray(b"1\r\nx\r\n" * 30))
+    many = bytearray(b"1\r\nx\r\n" * (CHUNK_COUNT_LIMIT + 1))
+    with pytest.raises(MalformedHttp, match="chunks"):
+        BodyReader(True, 0, 10 * len(many)).take(many)
 
 
 def test_render_error_is_the_apps_json_shape_with_a_safe_detail():

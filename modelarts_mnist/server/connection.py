@@ -38,6 +38,7 @@ HEAD_LIMIT = 32 * 1024  # request line and header fields together; more is a 431
 FIELD_LIMIT = 8190  # one header field
 FIELD_COUNT_LIMIT = 100
 CHUNK_LINE_LIMIT = 1024
+CHUNK_COUNT_LIMIT = 100_000  # a 12 MB body in chunks of 120 bytes on average; each costs a loop turn
 PIPELINE_LIMIT = 64 * 1024  # bytes read ahead while a request runs; past it reading pauses  # a chunk-size line with its extensions
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than tab
@@ -293,8 +294,9 @@ class BodyReader:
 
     def __init__(self, chunked: bool, length: int, limit: int):
         self.chunked, self.length, self.limit = chunked, length, limit
-        self.parts: list[bytes] = []
-        self.size = 0
+        self.data = bytearray()
+        self.size = 0  # bytes on the wire, chunk framing included: tiny chunks cannot multiply the cost
+        self.chunks = 0
         self.chunk_left = -1  # chunked: bytes left in the current chunk; -1 before a size line
         self.trailer = False
 
@@ -310,14 +312,14 @@ class BodyReader:
             if self.trailer:
                 if not self.skip_trailer(buffer):
                     return None
-                return b"".join(self.parts)
+                return bytes(self.data)
             if self.chunk_left < 0:
                 if not self.read_size(buffer):
                     return None
             elif self.chunk_left > 0:
-                piece = bytes(buffer[:self.chunk_left])
+                piece = buffer[:self.chunk_left]
                 del buffer[:len(piece)]
-                self.parts.append(piece)
+                self.data += piece
                 self.chunk_left -= len(piece)
                 if self.chunk_left:
                     return None
@@ -341,14 +343,22 @@ class BodyReader:
             raise MalformedHttp(f"malformed chunked body: bad chunk size {size_text[:20]!r}")
         del buffer[:end + 2]
         size = int(size_text, 16)
+        self.count(end + 2)
         if size == 0:
             self.trailer = True
             return True
+        self.chunks += 1
+        if self.chunks > CHUNK_COUNT_LIMIT:
+            raise MalformedHttp(f"chunked body in more than {CHUNK_COUNT_LIMIT} chunks")
+        self.count(size + 2)
+        self.chunk_left = size
+        return True
+
+    def count(self, size: int) -> None:
+        """Add size bytes to the body's total; PayloadTooLarge past the limit, before they arrive."""
         self.size += size
         if self.size > self.limit:
             raise PayloadTooLarge("Request entity too large")
-        self.chunk_left = size
-        return True
 
     def skip_trailer(self, buffer: bytearray) -> bool:
         """Drop trailer fields up to the empty line; True once it is read."""
@@ -359,6 +369,7 @@ class BodyReader:
                     raise MalformedHttp("malformed chunked body: trailer line too long", http_status=431)
                 return False
             del buffer[:end + 2]
+            self.count(end + 2)
             if end == 0:
                 return True
 
