@@ -8,6 +8,7 @@ import struct
 import time
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -427,6 +428,24 @@ def test_black_on_white_photo_digits_are_recognised(tiny_service, embedded_array
         files[f"{i}.jpg"] = io.BytesIO(encode(page, "JPEG", quality=90))
     predicted = np.array([int(a["predicted_label"]) for a in tiny_service.inference({"images": files})])
     assert (predicted == test_y).mean() >= 0.7
+
+
+def load_photo_bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "photo_bench.py"
+    spec = importlib.util.spec_from_file_location("photo_bench_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_phone_photos_of_digits_score_nearly_as_well_as_the_clean_digits(tiny_service, embedded_arrays):
+    bench = load_photo_bench()
+    digits, labels = embedded_arrays[2][-30:], embedded_arrays[3][-30:]
+    rng = np.random.default_rng(1)
+    photos = [bench.render_photo(digit, rng) for digit in digits]
+    clean, _ = bench.accuracy(tiny_service, [bench.encode_png(d) for d in digits], labels)
+    photo, _ = bench.accuracy(tiny_service, photos, labels)
+    assert photo >= clean - 0.1, (clean, photo)  # one in ten at most, on a weak model and 30 digits
 
 
 def test_service_maps_bad_input_to_400(tiny_service):
