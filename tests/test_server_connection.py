@@ -356,3 +356,21 @@ def test_a_client_that_never_reads_its_answers_is_not_served_more_and_is_dropped
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: l\r\n\r\n" * 50)  # 50 MB of answers asked, none read
         time.sleep(3)
         assert server.app.calls < 10 and not server.edge.connections
+
+
+def test_a_call_over_budget_is_reported_even_when_its_client_left(live):
+    server = live(app_seconds=0.5)
+    with server.connect() as sock:
+        sock.sendall(b"GET /sleep?2 HTTP/1.1\r\nHost: l\r\n\r\n")
+        time.sleep(0.1)
+    time.sleep(1.2)
+    assert server.overruns == [1] and not server.edge.connections and server.edge.running == 0
+
+
+def test_a_call_whose_client_left_is_forgotten_once_answered(live):
+    server = live()
+    with server.connect() as sock:
+        sock.sendall(b"GET /sleep?0.3 HTTP/1.1\r\nHost: l\r\n\r\n")
+        time.sleep(0.1)
+    time.sleep(0.6)
+    assert server.overruns == [] and not server.edge.connections and server.edge.running == 0

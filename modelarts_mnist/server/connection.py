@@ -79,6 +79,7 @@ class Connection(asyncio.Protocol):
         self.body_deadline = 0.0
         self.peer_done = False
         self.counted = 0  # bytes of this request read so far (the edge caps their sum over connections)
+        self.gone = False  # the client closed while the app was running
         self.unread = False  # our answers wait in the write buffer: the client is not reading them
         self.paused = False  # reading paused: a client pipelining more than PIPELINE_LIMIT while answered
 
@@ -89,8 +90,11 @@ class Connection(asyncio.Protocol):
         self.edge.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.phase = CLOSED
         self.release()
+        if self.phase == RUNNING:
+            self.gone = True  # still watched: its app call may yet run past the budget
+            return
+        self.phase = CLOSED
         self.edge.closed(self)
 
     def data_received(self, data: bytes) -> None:
@@ -200,7 +204,10 @@ class Connection(asyncio.Protocol):
     def answered(self, serial: int, payload: bytes, keep_alive: bool) -> None:
         """Write the app's answer (called on the loop); then the next request, or close."""
         if serial != self.serial or self.phase != RUNNING:
-            return  # answered already (504) or gone
+            return  # answered already (504)
+        if self.gone:
+            self.forget()
+            return
         self.transport.write(payload)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info('%s "%s" %s %d', self.peer()[0], self.request_line(), payload[9:12].decode(), len(payload))
@@ -244,6 +251,9 @@ class Connection(asyncio.Protocol):
         elif phase == RUNNING:
             self.serial += 1  # the app's late answer is dropped
             self.edge.overrun()
+            if self.gone:
+                self.forget()
+                return
             self.refuse(RequestOverBudget(f"the model did not answer within {self.edge.limits.app_seconds:g} s"))
         elif phase == LINGER or self.unread:  # closing would wait for a client that does not read
             self.transport.abort()
@@ -260,14 +270,23 @@ class Connection(asyncio.Protocol):
         self.phase, self.buffer = LINGER, bytearray()
         self.release()
         self.deadline = self.edge.now() + self.edge.limits.linger_seconds
-        self.transport.write(render_error(error, keep_alive=False))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
+        try:
+            self.transport.write(render_error(error, keep_alive=False))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except OSError:  # the client is gone already
+            self.transport.abort()
+            return
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
         if self.peer_done:
             self.transport.close()
+
+    def forget(self) -> None:
+        """The client left while the app ran; now that the call is over, drop the connection."""
+        self.phase = CLOSED
+        self.edge.closed(self)
 
     def release(self) -> None:
         """The bytes read for the current request no longer count toward the process's buffered total."""

@@ -170,12 +170,17 @@ class Edge:
 
     def sweep(self) -> None:
         """Expire connections past their phase's deadline; then the owner's tick (heartbeat)."""
-        now = self.now()
-        for connection in [c for c in self.connections if c.deadline <= now]:
-            if connection.phase == RUNNING:
-                self.running -= 1  # no longer waited for
-            connection.expire()
         try:
+            now = self.now()
+            for connection in [c for c in self.connections if c.deadline <= now]:
+                if connection.phase == RUNNING:
+                    self.running -= 1  # no longer waited for
+                try:
+                    connection.expire()
+                except Exception:  # one broken socket must not stop the deadlines of all the others
+                    logger.exception("expiring a connection failed")
+                    connection.transport.abort()
+                    self.closed(connection)
             self.on_tick()
         finally:
             if self.loop is not None and not self.loop.is_closed():
