@@ -125,6 +125,8 @@ def attacks() -> dict[str, Callable[[], tuple[bytes, str]]]:
         "JPEG 4096^2 with ink x2": lambda: files_form(
             [inked("RGB", (4096, 4096), "JPEG", quality=90)] * 2),
         "GIF 4096^2, 100 frames": lambda: files_form([gif_frames(4096, 100)] * 2),
+        "GIF of 600k tiny frames": lambda: files_form([gif_tiny_frames(LIMIT - 4096)]),
+        "APNG 1024^2 RGB, 40 frames": lambda: files_form([apng_frames(1024, 40)]),
         "TIFF 4096^2 deflate, 10 pages x2": lambda: files_form([tiff_pages(4096, 10)] * 2),
         "WebP 4096^2 lossless x2": lambda: files_form([inked("RGB", (4096, 4096), "WEBP", lossless=True)] * 2),
         "BMP 16-bit-per-band header bombs": lambda: up_to_limit(bmp_declaring(30000, 30000), files_form),
@@ -157,6 +159,27 @@ def gif_frames(side: int, frames: int) -> bytes:
         image.putpixel((i, i), 1)
     buffer = io.BytesIO()
     images[0].save(buffer, "GIF", save_all=True, append_images=images[1:])
+    return buffer.getvalue()
+
+
+def gif_tiny_frames(size: int) -> bytes:
+    """A GIF of 2x2 frames, as many as fit in `size` bytes (about 19 bytes each)."""
+    two = gif_frames_of([Image.new("P", (2, 2), i % 2) for i in range(2)])
+    three = gif_frames_of([Image.new("P", (2, 2), i % 2) for i in range(3)])
+    frame = three[len(two) - 1:-1]  # the bytes one more frame adds
+    return two[:-1] + frame * ((size - len(two)) // len(frame)) + b";"
+
+
+def gif_frames_of(images: list[Image.Image]) -> bytes:
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], optimize=False)
+    return buffer.getvalue()
+
+
+def apng_frames(side: int, frames: int) -> bytes:
+    images = [Image.new("RGB", (side, side), (i, 0, 0)) for i in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "PNG", save_all=True, append_images=images[1:])
     return buffer.getvalue()
 
 
