@@ -214,3 +214,38 @@ def test_the_png_fast_path_agrees_with_pillow(mode, per_pixel):
     # the same file as Pillow reads it, through the general path (BMP has no fast path)
     if mode in ("L", "RGB", "P"):
         assert image_cost(io.BytesIO(encode(Image.new(mode, (30, 20)), "BMP")))[0] == 30 * 20 * per_pixel
+
+
+# --- through the service ---------------------------------------------------------------------------
+
+class RecordingService:
+    """Records whether inference() ran at all."""
+
+    model_name = "recording"
+
+    def __init__(self):
+        self.calls = 0
+
+    def inference(self, data):
+        self.calls += 1
+        return {"predicted_label": "1"}
+
+
+@pytest.mark.parametrize("body, content_type, detail", [
+    (b"[" + b'"",' * 300_000 + b'""]', "application/json", "more than 262144 values"),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", "nested deeper than 64 levels"),
+    (json.dumps({"images": base64.b64encode(BOMB).decode()}).encode(), "application/json", "16-bit RGBA PNG"),
+], ids=["values", "depth", "base64-bomb"])
+def test_the_service_answers_400_json_before_user_code_runs(body, content_type, detail):
+    from modelarts_mnist.server.app import ServeConfig, create_app
+
+    service = RecordingService()
+    client = create_app(service, ServeConfig()).test_client()
+    response = client.post("/", data=body, content_type=content_type)
+    assert response.status_code == 400 and response.get_json()["erno"] == "MR.0101"
+    assert detail in response.headers["X-Error-Detail"]
+    assert service.calls == 0
+    files = {"images": (io.BytesIO(BOMB), "bomb.png")}
+    assert client.post("/", data=files, content_type="multipart/form-data").status_code == 400
+    assert client.post("/", data={"images": (io.BytesIO(DIGIT), "d.png")}).status_code == 200
+    assert service.calls == 1
