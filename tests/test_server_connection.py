@@ -249,6 +249,7 @@ def test_refusals_over_a_socket_are_json(live, data, status):
     answer = live().exchange(data)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 %d " % status) and b"Content-Type: application/json" in head
+    assert b"X-Content-Type-Options: nosniff" in head and b"X-Frame-Options: DENY" in head  # as the app's answers
     assert set(json.loads(body)) == {"error_code", "error_msg"}
 
 

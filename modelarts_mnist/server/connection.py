@@ -26,6 +26,7 @@ from urllib.parse import unquote_to_bytes
 from ..errors import InferenceFailed, MalformedHttp, MnistSdkError, PayloadTooLarge, RequestOverBudget
 from .admission import ADMITTED_KEY
 from .errors import DETAIL_HEADER, one_line
+from .headers import SECURITY_HEADERS
 
 if TYPE_CHECKING:
     from .edge import Edge
@@ -567,7 +568,7 @@ def render_error(error: MnistSdkError, *, keep_alive: bool) -> bytes:
     """An SDK error as the app answers it: its JSON body, its status, its message in X-Error-Detail."""
     body = json.dumps(error.to_dict(), ensure_ascii=False).encode("utf-8")
     status = f"{error.http_status} {STATUS_PHRASES.get(error.http_status, 'Error')}"
-    headers = [("Content-Type", "application/json"), (DETAIL_HEADER, one_line(error.message))]
+    headers = [("Content-Type", "application/json"), (DETAIL_HEADER, one_line(error.message)), *SECURITY_HEADERS]
     return render_answer(status, headers, body, keep_alive)[0]
 
 
