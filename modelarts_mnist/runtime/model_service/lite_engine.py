@@ -2,6 +2,7 @@
 
 LiteRT (ai_edge_litert) serves the model when all of these hold; the first that fails is the reason
 for TensorFlow, which the log and describe() say:
+- Python 3.9 or later (the engines' old Pythons log this at INFO, as they log the settings below);
 - MODELARTS_MNIST_LITE is not 0 and MODELARTS_MNIST_SAVEDMODEL_LOADER does not ask for the v1 Session;
 - the package's code does not itself use TensorFlow (imports of tensorflow/keras, self.saved_model,
   its own _load_model, the signature's TensorFlow objects), read from its source without running it;
@@ -41,6 +42,8 @@ TF_ATTRIBUTES = ("saved_model", "_load_model")  # on the service: the SavedModel
 SIGNATURE_TF_ATTRIBUTES = ("function", "session", "model")  # self.signature.<these> are TensorFlow objects
 MAX_SOURCE_FILES = 200  # a package folder is a handful of files; do not walk a huge tree
 RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds model_service/
+# ai-edge-litert has no wheels for older Pythons: the engines' 3.6/3.7 environments always run TensorFlow.
+OLD_PYTHON = "LiteRT needs Python 3.9 or later"
 CONVERTER_SCRIPT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
                     "from model_service.lite_convert import main; main()")
 
@@ -120,6 +123,8 @@ def cached_verdict(model_path: str, convert: Callable[[str, str], None]) -> Tupl
 
 def tensorflow_reason(model_path: str, service_class: Optional[type] = None) -> str:
     """Why the model needs TensorFlow before any conversion is tried ('' when LiteRT may serve it)."""
+    if sys.version_info < (3, 9):
+        return OLD_PYTHON
     if os.environ.get(SWITCH_ENV, "1") == "0":
         return "{}=0 turns the LiteRT path off".format(SWITCH_ENV)
     if os.environ.get(LOADER_ENV, "").strip().lower() == "v1":
@@ -353,6 +358,8 @@ def announce(model_path: str, plan: EnginePlan) -> None:
     if plan.litert:
         logger.info("serving %s on LiteRT %s, without TensorFlow (largest difference from the signature %.3g)",
                     model_path, litert_version(), plan.difference)
+    elif plan.reason == OLD_PYTHON or plan.reason.startswith(SWITCH_ENV):
+        logger.info("serving %s on TensorFlow: %s", model_path, plan.reason)  # as configured: nothing to fix
     else:
         logger.warning("serving %s on TensorFlow: %s", model_path, plan.reason)
 
