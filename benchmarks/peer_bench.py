@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -190,14 +191,13 @@ def post_ok(url: str, body: bytes, content_type: str) -> bool:
 
 
 class Group(Server):
-    """A server whose whole process group is stopped: some peers' launchers exit and leave their servers."""
+    """A server all of whose processes are stopped: some peers' launchers exit and leave their servers."""
 
     def stop(self) -> None:
         for signum, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.proc.pid, signum)
-            except ProcessLookupError:
-                return
+            for pid in server_stats(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 if not process_group_alive(self.proc.pid):
@@ -206,36 +206,44 @@ class Group(Server):
                 time.sleep(0.1)
 
 
-def group_stats(pgid: int) -> dict[int, list[str]]:
-    """{pid: /proc/PID/stat fields after the name} of the live processes of a process group.
+def server_stats(pid: int) -> dict[int, list[str]]:
+    """{pid: /proc/PID/stat fields after the name} of the live processes of a server.
 
-    By group rather than by parent: TorchServe's launcher exits and leaves Java and its workers.
+    Its process group and the descendants of its first process: TorchServe's launcher exits and
+    leaves Java and its workers in the group; BentoML's workers start sessions of their own.
     """
-    found = {}
+    stats, children = {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found[int(stat.parent.name)] = fields
-    return found
+        if fields[0] != "Z":
+            stats[int(stat.parent.name)] = fields
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found = {other for other, fields in stats.items() if int(fields[2]) == pid}
+    todo = [pid, *found]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        todo.extend(child for child in children.get(current, []) if child not in found)
+    return {other: stats[other] for other in found if other in stats}
 
 
 def process_group_alive(pgid: int) -> bool:
-    """True while any process of the group lives."""
-    return bool(group_stats(pgid))
+    """True while any process of the server lives."""
+    return bool(server_stats(pgid))
 
 
 def group_cpu_seconds(server: Server) -> float:
-    """User+system CPU time used so far by the server's process group."""
+    """User+system CPU time used so far by the server's processes."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(fields[11]) + int(fields[12]) for fields in group_stats(server.proc.pid).values()) / ticks
+    return sum(int(fields[11]) + int(fields[12]) for fields in server_stats(server.proc.pid).values()) / ticks
 
 
 def group_memory(server: Server) -> dict[int, float]:
-    """{pid: RSS MiB} of the server's process group."""
-    return {pid: rss_mb(pid) for pid in group_stats(server.proc.pid)}
+    """{pid: RSS MiB} of the server's processes."""
+    return {pid: rss_mb(pid) for pid in server_stats(server.proc.pid)}
 
 
 def start(argv: list[str], url: str, body: bytes, content_type: str, env: dict, cwd: Path) -> Server:
