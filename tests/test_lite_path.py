@@ -10,17 +10,7 @@ from model_service.lite_path import TOLERANCE, build_lite_path, cached_conversio
 from model_service.saved_model import EagerSignature, TensorInfo
 from model_service.tfserving_model_service import TfServingBaseService
 
-
-class Scaler(tf.Module):
-    """Scores from the first ten pixels, with a weight so the graph has a variable."""
-
-    def __init__(self, factor=1.0):
-        super().__init__()
-        self.factor = tf.Variable(factor)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="images")])
-    def predict(self, images):
-        return {"scores": tf.nn.softmax(images[:, :10] * self.factor / 255.0)}
+from fixtures.scaler import Scaler
 
 
 @pytest.fixture(scope="module")
