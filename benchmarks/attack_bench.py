@@ -25,7 +25,6 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 LIMIT = 12 * 1024 * 1024
@@ -233,16 +232,6 @@ def measure(bench, server, body: bytes, content_type: str) -> dict:
             "rss_mb": max(before.values()) / 1024}
 
 
-def packaged(version: Path, workdir: Path) -> Path:
-    import shutil
-
-    from modelarts_mnist.package import build_package
-
-    copy = workdir / version.name
-    shutil.copytree(version, copy)
-    return build_package(copy)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("version", type=Path, help="a trained version folder (holding model/)")
@@ -254,7 +243,7 @@ def main() -> None:
     names = [name for name in builders if not args.only or name.startswith("baseline")
              or any(part in name for part in args.only)]
     with tempfile.TemporaryDirectory() as workdir:
-        server = bench.start_serve(packaged(args.version, Path(workdir)), args.workers)
+        server = bench.start_serve(bench.packaged(args.version, Path(workdir)), args.workers)
         try:
             print(f"serve --workers {args.workers}: healthy in {server.start_seconds:.1f} s")
             print(f"{'body':54} {'MB':>5} {'status':>6} {'s':>6} {'x base':>7} {'peak MB':>8}  detail")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +23,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from modelarts_mnist.embedded import load_embedded
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_bench import packaged  # noqa: E402
 
 BICUBIC = Image.Resampling.BICUBIC
 # EXIF orientation -> how the sensor's image lies relative to the upright one (exif_transpose undoes it)
@@ -88,15 +91,6 @@ def accuracy(service, files: list[bytes], labels: np.ndarray, batch: int = 64) -
         predicted += [int(a["predicted_label"]) for a in answers]
     elapsed = (time.perf_counter() - start) * 1e3 / len(files)
     return float((np.array(predicted) == labels).mean()), elapsed
-
-
-def packaged(version: Path, workdir: Path) -> Path:
-    """A copy of the version packaged with the repository's current inference code."""
-    from modelarts_mnist.package import build_package
-
-    copy = workdir / version.name
-    shutil.copytree(version, copy)
-    return build_package(copy)
 
 
 def main() -> None:

@@ -174,6 +174,15 @@ class Inputs:
         return script
 
 
+def packaged(version: Path, workdir: Path) -> Path:
+    """A copy of the trained version packaged with the repository's current inference code."""
+    from modelarts_mnist.package import build_package
+
+    copy = workdir / version.name
+    shutil.copytree(version, copy)
+    return build_package(copy)
+
+
 # ---------------------------------------------------------------- processes
 
 
