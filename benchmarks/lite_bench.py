@@ -27,47 +27,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import batch_json, lua_script, parse_wrk_report, test_digits  # noqa: E402
+from serve_bench import (batch_json, lua_script, parse_wrk_report, process_cpu_seconds,  # noqa: E402
+                         process_tree, rss_mb, test_digits)
 
 from modelarts_mnist.client import is_healthy  # noqa: E402
 
 BATCH_SIZE = 256
 CONNECTIONS = 4
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and its descendants, parents first."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                queue.extend(int(child) for child in (task / "children").read_text().split())
-            except OSError:
-                continue
-    return found
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of one process in MB (0 when it is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of the processes."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def tensorflow_mapped(pid: int) -> bool:
@@ -113,11 +79,11 @@ def measure_tree(tree: Path, model_dir: Path, script: Path, duration: float) -> 
         pids = process_tree(proc.pid)
         healthy_rss = [round(rss_mb(pid), 1) for pid in pids]
         tf_loaded = [tensorflow_mapped(pid) for pid in pids]
-        cpu_before = cpu_seconds(pids)
+        cpu_before = process_cpu_seconds(pids)
         done = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--timeout", "20s",
                                "-s", str(script), url + "/"], capture_output=True, text=True, timeout=duration + 120)
         batch = parse_wrk_report(done.stdout)
-        cpu = cpu_seconds(pids) - cpu_before
+        cpu = process_cpu_seconds(pids) - cpu_before
         loaded_rss = [round(rss_mb(pid), 1) for pid in pids]
         stop(proc)
         proc, url, warm = start(tree, model_dir, Path(cache))

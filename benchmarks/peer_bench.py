@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_bench import (CONCURRENCY, Server, ensure_wrk, free_port, lua_script, multipart,  # noqa: E402
-                         rss_mb, run_wrk, test_digits)
+from serve_bench import (CONCURRENCY, Server, cpu_seconds, ensure_wrk, free_port, lua_script,  # noqa: E402
+                         memory, multipart, process_tree, run_wrk, test_digits)
 
 PEERS_DIR = Path(__file__).parent / "peers"
 CACHE = Path(os.environ.get("MODELARTS_MNIST_PEERS", Path.home() / ".cache" / "modelarts-mnist" / "peers"))
@@ -195,55 +195,15 @@ class Group(Server):
 
     def stop(self) -> None:
         for signum, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-            for pid in server_stats(self.proc.pid):
+            for pid in process_tree(self.proc.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signum)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not process_group_alive(self.proc.pid):
-                    self.proc.poll()
+                self.proc.poll()  # reaps the launcher, so it no longer counts
+                if not process_tree(self.proc.pid):
                     return
                 time.sleep(0.1)
-
-
-def server_stats(pid: int) -> dict[int, list[str]]:
-    """{pid: /proc/PID/stat fields after the name} of the live processes of a server.
-
-    Its process group and the descendants of its first process: TorchServe's launcher exits and
-    leaves Java and its workers in the group; BentoML's workers start sessions of their own.
-    """
-    stats, children = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            stats[int(stat.parent.name)] = fields
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found = {other for other, fields in stats.items() if int(fields[2]) == pid}
-    todo = [pid, *found]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        todo.extend(child for child in children.get(current, []) if child not in found)
-    return {other: stats[other] for other in found if other in stats}
-
-
-def process_group_alive(pgid: int) -> bool:
-    """True while any process of the server lives."""
-    return bool(server_stats(pgid))
-
-
-def group_cpu_seconds(server: Server) -> float:
-    """User+system CPU time used so far by the server's processes."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(fields[11]) + int(fields[12]) for fields in server_stats(server.proc.pid).values()) / ticks
-
-
-def group_memory(server: Server) -> dict[int, float]:
-    """{pid: RSS MiB} of the server's processes."""
-    return {pid: rss_mb(pid) for pid in server_stats(server.proc.pid)}
 
 
 def start(argv: list[str], url: str, body: bytes, content_type: str, env: dict, cwd: Path) -> Server:
@@ -268,9 +228,9 @@ def measure(name: str, settings: str, server: Server, url: str, script: Path, du
     row = {"server": name, "settings": settings, "cold_start_s": round(server.start_seconds, 2)}
     requests = cpu = 0.0
     for c in CONCURRENCY:
-        before = group_cpu_seconds(server)
+        before = cpu_seconds(server)
         figures = run_wrk(url, script, c, duration)
-        spent = group_cpu_seconds(server) - before
+        spent = cpu_seconds(server) - before
         row[f"c{c}"] = round(figures["rps"])
         row[f"c{c}_cpu_ms"] = round(spent * 1e3 / max(figures["requests"], 1), 3)
         row[f"c{c}_failed"] = figures["non2xx"] + figures["errors"] + figures["timeouts"]
@@ -278,7 +238,7 @@ def measure(name: str, settings: str, server: Server, url: str, script: Path, du
         print(f"  {name:10} c={c:<3} {figures['rps']:7.0f} req/s  cpu {row[f'c{c}_cpu_ms']:.3f} ms/req",
               file=sys.stderr)
     row["cpu_ms_per_req"] = round(cpu * 1e3 / max(requests, 1), 3)
-    rss = group_memory(server)
+    rss = memory(server)
     row["rss_mb"], row["processes"] = round(sum(rss.values())), len(rss)
     return row
 

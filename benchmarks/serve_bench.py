@@ -255,19 +255,34 @@ def wait_healthy(server: Server, started: float) -> float:
 
 
 def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (from /proc, no psutil needed)."""
-    parents: dict[int, list[int]] = {}
+    """pid (while it lives), then its live descendants and the rest of its process group (from /proc).
+
+    The group too: servers start in a session of their own, and some launchers (TorchServe's) exit
+    and leave their servers behind; descendants too, for workers that start sessions of their own.
+    """
+    children: dict[int, list[int]] = {}
+    group, live = [], set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [pid]
+        if fields[0] == "Z":  # exited, waiting to be reaped: nothing left to measure
+            continue
+        child = int(stat.parent.name)
+        live.add(child)
+        children.setdefault(int(fields[1]), []).append(child)
+        if int(fields[2]) == pid and child != pid:
+            group.append(child)
+    tree, todo, seen = [], [pid, *group], set()
     while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(parents.get(current, []))
+        current = todo.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in live:
+            tree.append(current)
+        todo.extend(children.get(current, []))
     return tree
 
 
@@ -282,16 +297,20 @@ def rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(server: Server) -> float:
-    """User+system CPU time used so far by the server and its workers (from /proc/PID/stat)."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """User+system CPU time used so far by the server and its workers."""
+    return process_cpu_seconds(process_tree(server.proc.pid))
+
+
+def process_cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU time used so far by the processes (from /proc/PID/stat; 0 for those gone)."""
     total = 0
-    for pid in process_tree(server.proc.pid):
+    for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def memory(server: Server) -> dict[str, float]:
