@@ -14,6 +14,8 @@ import base64
 import binascii
 import io
 import logging
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -42,6 +44,14 @@ TOP_K = 5
 # Image.Resampling and Image.Transpose arrived in Pillow 9.1; Pillow 8.4 (Python 3.6) has the constants.
 BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 ORIENTATION = 0x0112      # the EXIF tag phones use for "rotate when shown"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IHDR = struct.Struct(">I4sIIBBBBBI")  # length, type, size, depth, colour type, methods, interlace, CRC
+PNG_CHUNK = struct.Struct(">I4s")
+PNG_CRC = struct.Struct(">I")
+# Ancillary PNG chunks that change neither the pixels Pillow decodes nor what orient() and to_gray()
+# read (EXIF, XMP and text chunks, transparency), each with its one valid length. A PNG holding any
+# other chunk, or one of these at another length, is read by Pillow's PNG plugin as before.
+PLAIN_PNG_CHUNKS = {b"pHYs": 9, b"gAMA": 4, b"sRGB": 1, b"cHRM": 32, b"sBIT": 1, b"tIME": 7}
 
 
 class MnistService(TfServingBaseService):
@@ -53,13 +63,11 @@ class MnistService(TfServingBaseService):
         if total > MAX_REQUEST_BYTES:
             raise TypeError(f"{INPUT_NAME}: the request's {len(opened)} images decode to {total // MIB} MiB "
                             f"together, at most {MAX_REQUEST_BYTES // MIB} MiB; send fewer or smaller images")
-        batch = np.empty((len(opened), SIDE * SIDE), np.float32)
-        for row, (name, image) in zip(batch, opened):
-            row[:] = to_mnist(read_gray(name, image), name).ravel()
-        return {INPUT_NAME: batch}
+        grays = [read_gray(name, image) for name, image in opened]
+        return {INPUT_NAME: to_batch(grays, [name for name, _ in opened])}
 
     def _postprocess(self, data):
-        answers = [describe_scores(row) for row in data[OUTPUT_NAME]]
+        answers = describe_batch(data[OUTPUT_NAME])
         return answers[0] if len(answers) == 1 else answers
 
 
@@ -124,11 +132,23 @@ def decode_image(name, source):
 
 
 def open_image(name, source):
-    """The image, its header read but no pixel decoded; TypeError when it would decode too large."""
+    """The image, its header read but no pixel decoded; TypeError when it would decode too large.
+
+    A plain 8-bit gray PNG (see GrayPng) comes back as a GrayPng; every other file as Pillow opened it.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     elif not hasattr(source, "read"):
         raise TypeError(f"{name}: expected an image file, got {type(source).__name__}")
+    if isinstance(source, io.BytesIO):  # Pillow reads a file from its start, and so does GrayPng
+        png = GrayPng.parse(source.getvalue())
+        if png is not None:
+            return png
+    return open_with_pillow(name, source)
+
+
+def open_with_pillow(name, source):
+    """The file as Pillow opens it, header read, no pixel decoded; TypeError when it would decode too large."""
     with Unreadable(name):
         image = shrink_jpeg(Image.open(source, formats=FORMATS))
     width, height = image.size
@@ -158,12 +178,71 @@ def decoded_bytes(image):
 
 def read_gray(name, image):
     """Decode an opened image into an upright 8-bit gray array, reduced to WORK_SIDE when larger."""
+    if isinstance(image, GrayPng):
+        try:
+            decoded = image.decode()
+        except ValueError:  # a broken zlib stream or filter byte: Pillow's reading of the file says what
+            return read_gray(name, open_with_pillow(name, io.BytesIO(image.data)))
+        with Unreadable(name):
+            return to_gray(reduce_large(decoded))
     with Unreadable(name):
         try:
             image.load()
             return to_gray(orient(reduce_large(image)))
         finally:
             image.close()  # frees the decoded pixels now, not when the request's list of images goes
+
+
+class GrayPng(object):
+    """An 8-bit gray, non-interlaced PNG of intact, plain chunks: its pixels decoded in one call.
+
+    Pillow's PNG plugin spends ~40 us of Python per file on opening and loading, more than all the
+    rest of a 28x28 digit's preprocessing; this reads the chunks once and hands the pixel stream to
+    Pillow's own PNG decoder. A file it does not accept in full (another colour type or depth,
+    interlace, a bad checksum, a chunk outside PLAIN_PNG_CHUNKS, too large a size) is Pillow's to read.
+    """
+
+    mode = "L"
+    tile = ()
+
+    def __init__(self, data, size, stream):
+        self.data, self.size, self.stream = data, size, stream
+
+    def getbands(self):
+        """As Pillow's images: decoded_bytes reads size, mode, tile and bands."""
+        return ("L",)
+
+    @classmethod
+    def parse(cls, data):
+        """A GrayPng of the file's bytes, or None when it is not such a PNG or would decode too large."""
+        if not data.startswith(PNG_SIGNATURE) or len(data) < 8 + PNG_IHDR.size:
+            return None
+        length, kind, width, height, depth, colour, compression, method, interlace, crc = PNG_IHDR.unpack_from(data, 8)
+        if ((length, kind, depth, colour, compression, method, interlace) != (13, b"IHDR", 8, 0, 0, 0, 0)
+                or not 0 < width * height <= MAX_IMAGE_BYTES or zlib.crc32(data[12:29]) != crc):
+            return None
+        view, end, position, stream, after_stream = memoryview(data), len(data), 8 + PNG_IHDR.size, [], False
+        while position + 12 <= end:
+            length, kind = PNG_CHUNK.unpack_from(data, position)
+            body, tail = position + 8, position + 8 + length
+            if tail + 4 > end or zlib.crc32(view[position + 4:tail]) != PNG_CRC.unpack_from(data, tail)[0]:
+                return None
+            if kind == b"IDAT":
+                if after_stream:  # Pillow decodes the first run of IDAT chunks only
+                    return None
+                stream.append(view[body:tail])
+            elif kind == b"IEND":
+                return cls(data, (width, height), b"".join(stream)) if stream else None
+            elif PLAIN_PNG_CHUNKS.get(kind) != length:
+                return None
+            else:
+                after_stream = bool(stream)
+            position = tail + 4
+        return None
+
+    def decode(self):
+        """The pixels as an "L" image; ValueError when the stream is broken or short."""
+        return Image.frombytes("L", self.size, self.stream, "zip", "L")
 
 
 def shrink_jpeg(image):
@@ -218,12 +297,18 @@ def to_gray(image):
         image = image.convert("RGBA")
     mode = image.mode
     if mode in ("L", "1", "P", "RGB", "CMYK", "YCbCr"):
-        return np.asarray(image if mode == "L" else image.convert("L"))
+        return gray_array(image if mode == "L" else image.convert("L"))
     if mode.startswith("I;16") or mode in ("I", "F"):
         return wide_to_gray(np.asarray(image, np.float32 if mode == "F" else np.int32))
     if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
         return flatten_alpha(np.asarray(image.convert("LA")))
     return np.asarray(image.convert("RGB").convert("L"))
+
+
+def gray_array(image):
+    """An "L" image's pixels (read-only): its bytes, without np.asarray's array-interface overheads."""
+    width, height = image.size
+    return np.frombuffer(image.tobytes(), np.uint8).reshape(height, width)
 
 
 def wide_to_gray(values):
@@ -251,6 +336,31 @@ def flatten_alpha(gray_alpha):
     return (background + (gray - background) * alpha + 0.5).astype(np.uint8)
 
 
+def to_batch(grays, names):
+    """The [N, 784] float32 model input of N 8-bit gray images, each made an MNIST digit by to_mnist.
+
+    The 28x28 images that are MNIST digits already (the usual batch) are recognised together, in a
+    few array operations for the whole batch, rather than one by one.
+    """
+    digits = np.empty((len(grays), SIDE, SIDE), np.uint8)
+    shaped = [i for i, gray in enumerate(grays) if gray.shape == (SIDE, SIDE)]
+    ready = set()
+    if shaped:
+        digits[shaped] = np.stack([grays[i] for i in shaped])
+        ready = {i for i, mnist in zip(shaped, mnist_like(digits[shaped])) if mnist}
+    for i, (gray, name) in enumerate(zip(grays, names)):
+        if i not in ready:
+            digits[i] = to_mnist(gray, name)
+    return digits.reshape(len(grays), SIDE * SIDE).astype(np.float32)
+
+
+def mnist_like(grays):
+    """For each of a stack of gray images [..., H, W]: whether it is MNIST-like already (a black
+    border all round and ink at full white), so ink_levels keeps it exactly."""
+    border = np.concatenate((grays[..., 0, :], grays[..., -1, :], grays[..., 1:-1, 0], grays[..., 1:-1, -1]), -1)
+    return ~border.any(-1) & (grays.max((-2, -1)) == 255)
+
+
 def to_mnist(gray, name="image"):
     """A 28x28 uint8 MNIST digit (white on black) from an 8-bit gray image of any size.
 
@@ -269,9 +379,9 @@ def ink_levels(gray, name="image"):
     pull it; ink is what stands well off it, on whichever side stands off more (dark ink on light
     paper, or a light digit on a dark or mid-grey ground).
     """
+    if mnist_like(gray):
+        return gray  # kept exactly
     border = np.concatenate((gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]))
-    if not border.any() and gray.max() == 255:
-        return gray  # already MNIST-like: kept exactly
     levels = gray.astype(np.float32)
     if max(gray.shape) <= 2 * SIDE:  # too small for uneven light to matter: the border's level will do
         residual = levels - float(median_level(border))
@@ -424,8 +534,17 @@ def centre_offsets(small):
     return top, left
 
 
+def describe_batch(scores):
+    """describe_scores of each row of a batch's probabilities, ranked in one array operation."""
+    scores = np.asarray(scores, np.float64)
+    # Highest first; a stable sort of the negated scores keeps ties in digit order, as sorted() does.
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_K]
+    top = np.take_along_axis(scores, ranked, 1).tolist()
+    labels = [[str(digit) for digit in row] for row in ranked.tolist()]
+    return [{"predicted_label": names[0], "scores": [[name, "%.3f" % value] for name, value in zip(names, values)]}
+            for names, values in zip(labels, top)]
+
+
 def describe_scores(scores):
     """{"predicted_label": "7", "scores": [["7", "0.982"], ...]} for one image's probabilities."""
-    ranked = sorted(range(len(scores)), key=lambda digit: scores[digit], reverse=True)
-    return {"predicted_label": str(ranked[0]),
-            "scores": [[str(digit), "%.3f" % scores[digit]] for digit in ranked[:TOP_K]]}
+    return describe_batch([scores])[0]
