@@ -67,7 +67,7 @@ class MnistService(TfServingBaseService):
         return {INPUT_NAME: to_batch(grays, [name for name, _ in opened])}
 
     def _postprocess(self, data):
-        answers = describe_batch(data[OUTPUT_NAME])
+        answers = [describe_scores(row) for row in data[OUTPUT_NAME]]
         return answers[0] if len(answers) == 1 else answers
 
 
@@ -225,7 +225,7 @@ class GrayPng(object):
         while position + 12 <= end:
             length, kind = PNG_CHUNK.unpack_from(data, position)
             body, tail = position + 8, position + 8 + length
-            if tail + 4 > end or zlib.crc32(view[position + 4:tail]) != PNG_CRC.unpack_from(data, tail)[0]:
+            if tail + 4 > end:
                 return None
             if kind == b"IDAT":
                 if after_stream:  # Pillow decodes the first run of IDAT chunks only
@@ -235,8 +235,10 @@ class GrayPng(object):
                 return cls(data, (width, height), b"".join(stream)) if stream else None
             elif PLAIN_PNG_CHUNKS.get(kind) != length:
                 return None
-            else:
-                after_stream = bool(stream)
+            elif stream:
+                after_stream = True
+            elif zlib.crc32(view[position + 4:tail]) != PNG_CRC.unpack_from(data, tail)[0]:
+                return None  # Pillow checks the chunks before the pixels (only those)
             position = tail + 4
         return None
 
@@ -342,15 +344,12 @@ def to_batch(grays, names):
     The 28x28 images that are MNIST digits already (the usual batch) are recognised together, in a
     few array operations for the whole batch, rather than one by one.
     """
-    digits = np.empty((len(grays), SIDE, SIDE), np.uint8)
-    shaped = [i for i, gray in enumerate(grays) if gray.shape == (SIDE, SIDE)]
-    ready = set()
-    if shaped:
-        digits[shaped] = np.stack([grays[i] for i in shaped])
-        ready = {i for i, mnist in zip(shaped, mnist_like(digits[shaped])) if mnist}
-    for i, (gray, name) in enumerate(zip(grays, names)):
-        if i not in ready:
-            digits[i] = to_mnist(gray, name)
+    digits = np.zeros((len(grays), SIDE, SIDE), np.uint8)
+    for row, gray in zip(digits, grays):
+        if gray.shape == (SIDE, SIDE):
+            row[:] = gray
+    for i in np.flatnonzero(~mnist_like(digits)):  # a row left zero is not MNIST-like
+        digits[i] = to_mnist(grays[i], names[i])
     return digits.reshape(len(grays), SIDE * SIDE).astype(np.float32)
 
 
@@ -534,17 +533,9 @@ def centre_offsets(small):
     return top, left
 
 
-def describe_batch(scores):
-    """describe_scores of each row of a batch's probabilities, ranked in one array operation."""
-    scores = np.asarray(scores, np.float64)
-    # Highest first; a stable sort of the negated scores keeps ties in digit order, as sorted() does.
-    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_K]
-    top = np.take_along_axis(scores, ranked, 1).tolist()
-    labels = [[str(digit) for digit in row] for row in ranked.tolist()]
-    return [{"predicted_label": names[0], "scores": [[name, "%.3f" % value] for name, value in zip(names, values)]}
-            for names, values in zip(labels, top)]
-
-
 def describe_scores(scores):
     """{"predicted_label": "7", "scores": [["7", "0.982"], ...]} for one image's probabilities."""
-    return describe_batch([scores])[0]
+    # sorted() is stable with reverse=True too: equal scores keep digit order.
+    ranked = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:TOP_K]
+    return {"predicted_label": str(ranked[0]),
+            "scores": [[str(digit), "%.3f" % scores[digit]] for digit in ranked]}
