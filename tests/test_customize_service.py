@@ -155,6 +155,137 @@ def png_header_only(width, height, depth=8, colour=0):
             + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
 
 
+def split_chunks(png):
+    """[(kind, body)] of a PNG file's chunks."""
+    chunks, position = [], 8
+    while position < len(png):
+        length, kind = struct.unpack_from(">I4s", png, position)
+        chunks.append((kind, png[position + 8:position + 8 + length]))
+        position += 12 + length
+    return chunks
+
+
+def join_chunks(chunks):
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, body) for kind, body in chunks)
+
+
+def split_stream(png, parts=3):
+    """The same PNG with its pixel stream spread over several IDAT chunks."""
+    chunks = split_chunks(png)
+    stream = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    step = -(-len(stream) // parts)
+    idats = [(b"IDAT", stream[i:i + step]) for i in range(0, len(stream), step)]
+    return join_chunks([chunks[0]] + idats + [(b"IEND", b"")])
+
+
+def with_chunk(png, kind, body, after_stream=False):
+    """The PNG with one more chunk, before its pixels or just after them."""
+    chunks = split_chunks(png)
+    at = len(chunks) - 1 if after_stream else 1
+    return join_chunks(chunks[:at] + [(kind, body)] + chunks[at:])
+
+
+def noise_digit(size=(28, 28), seed=0):
+    """Random gray levels: Pillow's encoder picks every PNG filter for rows like these."""
+    return np.random.default_rng(seed).integers(0, 256, size[::-1]).astype(np.uint8)
+
+
+def pillow_gray(cs, name, data):
+    """What the Pillow path of the service makes of a file."""
+    return cs.read_gray(name, cs.open_with_pillow(name, io.BytesIO(data)))
+
+
+PLAIN_PNGS = {
+    "mnist-digit": lambda: encode(Image.fromarray(digit_bar())),
+    "all-filters": lambda: encode(Image.fromarray(noise_digit())),
+    "optimized": lambda: encode(Image.fromarray(noise_digit(seed=1)), optimize=True),
+    "uncompressed": lambda: encode(Image.fromarray(noise_digit(seed=2)), compress_level=0),
+    "with-dpi": lambda: encode(Image.fromarray(digit_bar()), dpi=(300, 300)),
+    "split-stream": lambda: split_stream(encode(Image.fromarray(noise_digit(seed=3)))),
+    "gamma-after-pixels": lambda: with_chunk(encode(Image.fromarray(digit_bar())), b"gAMA", b"\0\0\xb1\x8f", True),
+    "one-pixel": lambda: encode(Image.fromarray(np.full((1, 1), 200, np.uint8))),
+    "wide": lambda: encode(Image.fromarray(noise_digit((97, 13)))),
+    "large": lambda: encode(Image.fromarray(noise_digit((700, 500)))),
+}
+
+
+@pytest.mark.parametrize("case", list(PLAIN_PNGS))
+def test_plain_gray_pngs_take_the_one_call_decoder_and_decode_as_pillow_does(cs, case):
+    data = PLAIN_PNGS[case]()
+    assert isinstance(cs.open_image(case, data), cs.GrayPng)
+    assert isinstance(cs.open_image(case, io.BytesIO(data)), cs.GrayPng)
+    gray = cs.decode_image(case, data)
+    assert np.array_equal(gray, pillow_gray(cs, case, data))
+    if case != "large":
+        assert np.array_equal(gray, np.asarray(Image.open(io.BytesIO(data))))
+
+
+def interlaced(png):
+    """The PNG's header claiming Adam7 interlacing (its stream no longer matches: Pillow's to judge)."""
+    chunks = split_chunks(png)
+    return join_chunks([(b"IHDR", chunks[0][1][:12] + b"\x01")] + chunks[1:])
+
+
+def bad_checksum(png, kind):
+    """The PNG with a wrong CRC on its first chunk of this kind."""
+    position = 8
+    while True:
+        length, found = struct.unpack_from(">I4s", png, position)
+        if found == kind:
+            end = position + 8 + length
+            return png[:end] + bytes([png[end] ^ 1]) + png[end + 1:]
+        position += 12 + length
+
+
+def between_idats(png, kind, body):
+    """The PNG's pixel stream in several IDAT chunks, with another chunk after the first."""
+    chunks = split_chunks(split_stream(png))
+    return join_chunks(chunks[:2] + [(kind, body)] + chunks[2:])
+
+
+OTHER_PNGS = {
+    "rgb": lambda: encode(Image.fromarray(np.dstack([digit_bar()] * 3))),
+    "16-bit": lambda: encode(Image.fromarray(digit_bar().astype(np.uint16) * 257)),
+    "palette": lambda: encode(Image.fromarray(digit_bar()).convert("P")),
+    "transparency": lambda: encode(Image.fromarray(255 - digit_bar()), transparency=255),
+    "text": lambda: with_chunk(encode(Image.fromarray(digit_bar())), b"tEXt", b"Comment\0scanned"),
+    "exif-after-pixels": lambda: with_chunk(encode(Image.fromarray(digit_bar())), b"eXIf",
+                                             exif_with_orientation(3)[6:], True),
+    "short-dpi": lambda: with_chunk(encode(Image.fromarray(digit_bar())), b"pHYs", b"\0\0\0\1"),
+    "interlaced": lambda: interlaced(encode(Image.fromarray(digit_bar()))),
+    "stream-split-by-a-chunk": lambda: between_idats(encode(Image.fromarray(noise_digit())), b"gAMA", b"\0\0\xb1\x8f"),
+    "bad-header-checksum": lambda: bad_checksum(encode(Image.fromarray(digit_bar())), b"IHDR"),
+    "bad-dpi-checksum": lambda: bad_checksum(encode(Image.fromarray(digit_bar()), dpi=(72, 72)), b"pHYs"),
+    "no-end": lambda: encode(Image.fromarray(digit_bar()))[:-12],
+}
+
+
+def outcome(decode):
+    """The array decode() returns, or the message of the TypeError it raises."""
+    try:
+        return decode().tolist()
+    except TypeError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("case", list(OTHER_PNGS))
+def test_other_pngs_are_read_by_pillow(cs, case):
+    data = OTHER_PNGS[case]()
+    assert cs.GrayPng.parse(data) is None
+    assert outcome(lambda: cs.decode_image(case, data)) == outcome(lambda: pillow_gray(cs, case, data))
+
+
+@pytest.mark.parametrize("cut", [lambda stream: stream[:len(stream) // 2], lambda stream: b"\x78\x9c" + b"\xff" * 40,
+                                 lambda stream: zlib.compress(b"\x07" + bytes(28) + zlib.decompress(stream)[29:])],
+                         ids=["truncated-stream", "corrupt-stream", "bad-filter-byte"])
+def test_a_plain_png_with_broken_pixels_fails_as_in_pillow(cs, cut):
+    chunks = split_chunks(encode(Image.fromarray(noise_digit())))
+    data = join_chunks([chunks[0], (b"IDAT", cut(chunks[1][1])), chunks[-1]])
+    assert isinstance(cs.open_image("x.png", data), cs.GrayPng)
+    expected = outcome(lambda: pillow_gray(cs, "x.png", data))
+    assert outcome(lambda: cs.decode_image("x.png", data)) == expected and "x.png: not a readable" in expected
+
+
 @pytest.mark.parametrize("data, text", [
     (b"", "empty.png: not a readable"),
     (b"GIF89a\x00", "empty.png: not a readable"),
@@ -324,6 +455,23 @@ def test_mnist_digit_passes_through_unchanged(cs, embedded_arrays):
     digit = embedded_arrays[2][0]
     data = encode(Image.fromarray(digit))
     assert np.array_equal(cs.to_mnist(cs.decode_image("d.png", data)), digit)
+
+
+def test_a_batch_makes_each_image_the_digit_to_mnist_makes(cs, embedded_arrays):
+    faint = embedded_arrays[2][1] // 2  # 28x28 but not MNIST-like: its ink is stretched to full range
+    specked = embedded_arrays[2][2].copy()
+    specked[0, 0] = 9  # a lit border pixel: the background is levelled
+    grays = [embedded_arrays[2][0], faint, 255 - digit_bar(), specked, np.pad(digit_bar(), 30), digit_bar()]
+    batch = cs.to_batch(grays, [f"{i}.png" for i in range(len(grays))])
+    assert batch.dtype == np.float32 and batch.shape == (len(grays), 784)
+    for row, gray in zip(batch, grays):
+        assert np.array_equal(row, cs.to_mnist(gray).ravel())
+    assert not np.array_equal(batch[1], faint.ravel()) and not np.array_equal(batch[3], specked.ravel())
+
+
+def test_a_batch_names_the_image_without_ink(cs):
+    with pytest.raises(TypeError, match="b.png: no digit found"):
+        cs.to_batch([digit_bar(), np.zeros((28, 28), np.uint8)], ["a.png", "b.png"])
 
 
 def test_grey_paper_is_levelled(cs):
