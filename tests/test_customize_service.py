@@ -190,6 +190,23 @@ def noise_digit(size=(28, 28), seed=0):
     return np.random.default_rng(seed).integers(0, 256, size[::-1]).astype(np.uint8)
 
 
+def filtered_png(pixels, filters):
+    """An 8-bit gray PNG of pixels whose rows use the PNG filter types `filters` (0-4) in turn."""
+    height, width = pixels.shape
+    prior, stream = np.zeros(width, int), b""
+    for y, row in enumerate(pixels.astype(int)):
+        kind = filters[y % len(filters)]
+        left, corner = np.concatenate(([0], row[:-1])), np.concatenate(([0], prior[:-1]))
+        guess = left + prior - corner
+        paeth = np.where((abs(guess - left) <= abs(guess - prior)) & (abs(guess - left) <= abs(guess - corner)), left,
+                         np.where(abs(guess - prior) <= abs(guess - corner), prior, corner))
+        predicted = [0, left, prior, (left + prior) // 2, paeth][kind]
+        stream += bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes()
+        prior = row
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return join_chunks([(b"IHDR", header), (b"IDAT", zlib.compress(stream)), (b"IEND", b"")])
+
+
 def pillow_gray(cs, name, data):
     """What the Pillow path of the service makes of a file."""
     return cs.read_gray(name, cs.open_with_pillow(name, io.BytesIO(data)))
@@ -198,6 +215,7 @@ def pillow_gray(cs, name, data):
 PLAIN_PNGS = {
     "mnist-digit": lambda: encode(Image.fromarray(digit_bar())),
     "all-filters": lambda: encode(Image.fromarray(noise_digit())),
+    "each-filter-first": lambda: filtered_png(noise_digit(), (4, 3, 2, 1, 0)),
     "optimized": lambda: encode(Image.fromarray(noise_digit(seed=1)), optimize=True),
     "uncompressed": lambda: encode(Image.fromarray(noise_digit(seed=2)), compress_level=0),
     "with-dpi": lambda: encode(Image.fromarray(digit_bar()), dpi=(300, 300)),
@@ -218,6 +236,35 @@ def test_plain_gray_pngs_take_the_one_call_decoder_and_decode_as_pillow_does(cs,
     assert np.array_equal(gray, pillow_gray(cs, case, data))
     if case != "large":
         assert np.array_equal(gray, np.asarray(Image.open(io.BytesIO(data))))
+
+
+def test_the_small_gray_pngs_of_a_request_decode_together_as_each_alone(cs):
+    filters = (4, 3, 2, 1, 0)  # each image's first row filtered by another type, against the row above
+    files = [filtered_png(noise_digit(seed=i), filters[i:] + filters[:i]) for i in range(4)]
+    files += [encode(Image.fromarray(digit_bar())), encode(Image.fromarray(noise_digit((28, 40), 5))),
+              encode(Image.fromarray(noise_digit((30, 28), 6))), encode(Image.fromarray(noise_digit((30, 28), 7))),
+              encode(Image.fromarray(noise_digit((13, 9), 8))), encode(Image.fromarray(np.dstack([digit_bar()] * 3)))]
+    opened = [(f"{i}.png", cs.open_image(f"{i}.png", data)) for i, data in enumerate(files)]
+    grays = cs.read_grays(opened)
+    for gray, data in zip(grays, files):
+        assert np.array_equal(gray, cs.decode_image("x.png", data))
+    def buffer(gray):
+        return gray.base if gray.base is not None else gray
+
+    assert buffer(grays[0]) is buffer(grays[5]) and buffer(grays[6]) is buffer(grays[7])  # decoded together
+    assert buffer(grays[0]) is not buffer(grays[6]) and buffer(grays[8]) is not buffer(grays[0])
+
+
+@pytest.mark.parametrize("cut", [lambda stream: stream[:len(stream) // 2],
+                                 lambda stream: zlib.compress(b"\x07" + zlib.decompress(stream)[1:])],
+                         ids=["truncated-stream", "bad-filter-byte"])
+def test_a_broken_png_among_others_fails_as_alone(cs, cut):
+    chunks = split_chunks(encode(Image.fromarray(noise_digit())))
+    broken = join_chunks([chunks[0], (b"IDAT", cut(chunks[1][1])), chunks[-1]])
+    files = [encode(Image.fromarray(digit_bar())), broken, encode(Image.fromarray(digit_bar()))]
+    alone = outcome(lambda: cs.decode_image("images[1]", broken))
+    assert "images[1]: not a readable" in alone
+    assert outcome(lambda: cs.MnistService._preprocess(None, {"images": files})) == alone
 
 
 def interlaced(png):
