@@ -95,6 +95,10 @@ def list_images(data):
 def from_base64(name, text):
     """The bytes of a base64 string: standard or URL-safe alphabet, padding optional, line breaks and
     a data: URL prefix (any case) allowed."""
+    try:
+        return base64.b64decode(text, validate=True)  # the usual spelling, in one C call
+    except (binascii.Error, ValueError):
+        pass  # any other: normalised below, which leaves the usual spelling's bytes as they are
     if text[:5].lower() == "data:":
         text = text.partition(",")[2]
     text = "".join(text.split()).rstrip("=").replace("-", "+").replace("_", "/")
