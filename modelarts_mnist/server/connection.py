@@ -6,17 +6,25 @@ Each connection moves through phases, each with a deadline the edge's sweeper en
     -> admission (the app's rule, on the head alone) -> BODY (body_idle_seconds between bytes,
     body_seconds in total) -> RUNNING (the app in a pool thread, app_seconds) -> IDLE or closed.
 
+The pool thread writes a keep-alive answer to the socket itself when nothing else is queued for
+it, and leaves the rest (the phase, the log, the next request) to the loop's next wake-up: waking
+the loop for every answer cost ~0.15 ms of CPU per request on 2 cores (Edge.call, Edge.collect).
+
 A refused request is answered at once, in the same JSON shape as the app's errors, and the
 connection is half-closed and drained briefly (LINGER) so the answer is not lost to a reset.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import io
 import json
 import logging
+import os
 import re
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -83,22 +91,47 @@ class Connection(asyncio.Protocol):
         self.gone = False  # the client closed while the app was running
         self.unread = False  # our answers wait in the write buffer: the client is not reading them
         self.paused = False  # reading paused: a client pipelining more than PIPELINE_LIMIT while answered
+        # A pool thread writing an answer holds the lock; the loop takes it before it changes what
+        # the thread checks (serial, gone, the descriptor). written: the serial answered that way.
+        self.lock = threading.Lock()
+        self.written = 0
+        self.fd = -1  # our duplicate of the socket's descriptor (see connection_made)
 
     # ---------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        # A duplicate, so the number a pool thread writes to can never name another client's socket:
+        # some loops (uvloop) close their descriptor before connection_lost runs, and it is reused.
+        self.fd = os.dup(sock.fileno()) if sock is not None else -1
         self.edge.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.edge.collect()  # an answer a pool thread already wrote moves the phase on first
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            self.gone = self.phase == RUNNING
         self.release()
         if self.phase == RUNNING:
-            self.gone = True  # still watched: its app call may yet run past the budget
-            return
+            return  # still watched: its app call may yet run past the budget
         self.phase = CLOSED
         self.edge.closed(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == RUNNING:
+            with self.lock:  # a pool thread answering now either sees these bytes or has recorded its answer
+                answered = self.written == self.serial
+                if not answered:
+                    self.buffer += data  # pipelined: read once this answer is written
+            if not answered:
+                if len(self.buffer) > PIPELINE_LIMIT and not self.paused:
+                    self.paused = True
+                    self.transport.pause_reading()
+                return
+            self.edge.collect()  # the answer a pool thread wrote: these bytes are the next request
         if self.phase in (IDLE, HEAD, BODY):
             self.buffer += data
             self.counted += len(data)
@@ -106,13 +139,9 @@ class Connection(asyncio.Protocol):
             self.advance()
             if self.edge.buffered > self.edge.limits.buffered_bytes:
                 self.edge.shed(self)
-        elif self.phase == RUNNING:
-            self.buffer += data  # pipelined: read once this answer is written
-            if len(self.buffer) > PIPELINE_LIMIT and not self.paused:
-                self.paused = True
-                self.transport.pause_reading()
 
     def eof_received(self) -> bool:
+        self.edge.collect()
         self.peer_done = True
         if self.phase == HEAD or (self.phase == BODY):
             self.refuse(MalformedHttp("request cut short: the client closed before sending all of it"))
@@ -202,14 +231,30 @@ class Connection(asyncio.Protocol):
         self.deadline = self.edge.now() + self.edge.limits.app_seconds
         self.edge.submit(self, self.serial, self.environ, self.keep_alive and not self.edge.draining)
 
-    def answered(self, serial: int, payload: bytes, keep_alive: bool) -> None:
-        """Write the app's answer (called on the loop); then the next request, or close."""
+    def write_now(self, serial: int, payload: bytes) -> int:
+        """On a pool thread: write payload to the socket if nothing else is queued for it; bytes written.
+
+        Called with self.lock held. 0 leaves the whole answer to the loop: a request answered 504
+        already, a client gone, a request pipelined behind this one (the loop must start it now),
+        or an earlier answer still buffered.
+        """
+        if (serial != self.serial or self.phase != RUNNING or self.gone or self.peer_done or self.fd < 0
+                or self.buffer or self.transport.get_write_buffer_size()):
+            return 0
+        sent = send_holding_gil(self.fd, payload)
+        if sent > 0:  # else it would block, or the client is gone: the loop's transport handles both
+            self.written = serial
+        return max(sent, 0)
+
+    def answered(self, serial: int, payload: bytes, keep_alive: bool, sent: int = 0) -> None:
+        """Write the app's answer (called on the loop), its first `sent` bytes already written; then the next request, or close."""
         if serial != self.serial or self.phase != RUNNING:
             return  # answered already (504)
         if self.gone:
             self.forget()
             return
-        self.transport.write(payload)
+        if sent < len(payload):
+            self.transport.write(payload[sent:] if sent else payload)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info('%s "%s" %s %d', self.peer()[0], self.request_line(), payload[9:12].decode(), len(payload))
         if not keep_alive or self.peer_done or self.edge.draining:
@@ -250,7 +295,11 @@ class Connection(asyncio.Protocol):
         elif phase == BODY:
             self.refuse(MalformedHttp("request body not received in time", http_status=408))
         elif phase == RUNNING:
-            self.serial += 1  # the app's late answer is dropped
+            with self.lock:
+                if self.written == self.serial:
+                    return  # a pool thread has just written the answer: edge.collect moves on
+                self.serial += 1  # the app's late answer is dropped
+            self.edge.running -= 1  # no longer waited for
             self.edge.overrun()
             if self.gone:
                 self.forget()
@@ -514,6 +563,22 @@ def wants_keep_alive(version: str, connection: str) -> bool:
 
 
 # ---------------------------------------------------------------- answers (pure)
+
+
+_LIBC = ctypes.PyDLL(None, use_errno=True)  # PyDLL: its calls keep the GIL
+_SEND = _LIBC.send
+_SEND.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+_SEND.restype = ctypes.c_ssize_t
+_SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+def send_holding_gil(fd: int, payload: bytes) -> int:
+    """send(2) on a non-blocking socket without releasing the GIL: bytes sent, or -1.
+
+    os.write releases the GIL, and the loop, woken by the client's next request, took it and then
+    waited for the writing thread's lock: six futex calls and two context switches per request.
+    """
+    return _SEND(fd, payload, len(payload), _SEND_FLAGS)
 
 
 def call_app(app: Callable, environ: dict[str, Any], keep_alive: bool) -> tuple[bytes, bool]:

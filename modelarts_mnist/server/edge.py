@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import queue
 import resource
 import socket
 import threading
@@ -27,10 +26,17 @@ DRAIN_SECONDS = 8.0
 
 
 class AppThreads:
-    """Daemon threads running the app: one stuck in user code can neither block exit nor be killed."""
+    """Daemon threads running the app: one stuck in user code can neither block exit nor be killed.
+
+    A job wakes exactly one thread, the one idle most recently (its caches are warm): with a shared
+    queue.SimpleQueue every job also woke each other idle thread, which took the GIL only to find
+    the queue empty (a context switch and a GIL hand-off per request).
+    """
 
     def __init__(self, count: int, name: str = "app"):
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending: collections.deque = collections.deque()  # jobs no thread was idle for
+        self.idle: list[Idle] = []  # a stack: the last thread to go idle is woken first
+        self.guard = threading.Lock()  # over pending and idle; held for a few bytecodes only
         self.name = name
         self.count = 0
         for _ in range(count):
@@ -42,11 +48,27 @@ class AppThreads:
         threading.Thread(target=self.work, name=f"{self.name}-{self.count}", daemon=True).start()
 
     def submit(self, job: Callable, *args: Any) -> None:
-        self.jobs.put((job, args))
+        with self.guard:
+            if not self.idle:
+                self.pending.append((job, args))
+                return
+            idle = self.idle.pop()
+        idle.job = (job, args)
+        idle.wake.release()
 
     def work(self) -> None:
+        me = Idle()
         while True:
-            job, args = self.jobs.get()
+            with self.guard:
+                if self.pending:
+                    job, args = self.pending.popleft()
+                else:
+                    self.idle.append(me)
+                    job = None
+            if job is None:
+                me.wake.acquire()  # released by submit, once it has set me.job
+                job, args = me.job
+                me.job = None
             try:
                 job(*args)
             except Exception:  # jobs answer their own errors; this only keeps the thread alive
@@ -76,6 +98,15 @@ class AppThreads:
             raise failures[0]
 
 
+class Idle:
+    """An idle pool thread: it waits on its own lock, which submit releases once the job is set."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.job: tuple[Callable, tuple] | None = None
+
+
 class Edge:
     """Serves the WSGI app on listening sockets until stopped; then drains."""
 
@@ -87,12 +118,14 @@ class Edge:
         self.threads = threads
         self.on_overrun = on_overrun
         self.on_tick = on_tick
-        # Past the descriptor limit accept() fails and asyncio stops accepting for a second: stay below it.
-        self.max_connections = min(limits.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100)
+        # Past the descriptor limit accept() fails and asyncio stops accepting for a second: stay below it
+        # (each connection holds two: the loop's, and the duplicate pool threads write answers to).
+        self.max_connections = min(limits.max_connections,
+                                   (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100) // 2)
         self.connections: dict[Connection, None] = {}  # insertion order: oldest first
         self.running = 0
         self.buffered = 0  # bytes of requests still arriving, over all connections
-        self.finished: collections.deque = collections.deque()  # (connection, serial, answer, keep-alive)
+        self.finished: collections.deque = collections.deque()  # Answer records, in the order they were made
         self.wake_pending = False
         self.draining = False
         self.servers: list[asyncio.base_events.Server] = []
@@ -142,9 +175,23 @@ class Edge:
         self.threads.submit(self.call, connection, serial, environ, keep_alive)
 
     def call(self, connection: Connection, serial: int, environ: dict, keep_alive: bool) -> None:
-        """In a pool thread: the app's whole answer, queued for the loop to write."""
+        """In a pool thread: the app's whole answer, written here when it can be, else queued for the loop.
+
+        Written here, the answer is recorded before the lock is released, and the loop is not woken:
+        the client's next request, its leaving, or the sweeper's next round moves the connection on.
+        """
         payload, keep_alive = call_app(self.app, environ, keep_alive)
-        self.finished.append((connection, serial, payload, keep_alive))
+        if keep_alive:
+            with connection.lock:
+                sent = connection.write_now(serial, payload)
+                if sent:
+                    self.finished.append((connection, serial, payload, keep_alive, sent))
+            if sent == len(payload):
+                return
+        else:
+            sent = 0
+        if not sent:
+            self.finished.append((connection, serial, payload, keep_alive, 0))
         if not self.wake_pending:  # one wake-up of the loop carries every answer finished meanwhile
             self.wake_pending = True
             assert self.loop is not None
@@ -154,14 +201,21 @@ class Edge:
                 pass
 
     def write_finished(self) -> None:
-        """On the loop: write the answers the pool finished (late ones after a 504 are dropped)."""
+        """On the loop, when a pool thread woke it: collect()."""
         self.wake_pending = False  # before draining: an answer queued from now on schedules another call
+        self.collect()
+
+    def collect(self) -> None:
+        """On the loop: finish the answers of the pool (late ones after a 504 are dropped)."""
         finished = self.finished
         while finished:
-            connection, serial, payload, keep_alive = finished.popleft()
+            connection, serial, payload, keep_alive, sent = finished.popleft()
             if serial == connection.serial:  # else answered 504 already, and no longer counted
+                if sent:  # written by a pool thread, which may still hold the lock: wait for its write to end
+                    with connection.lock:
+                        pass
                 self.running -= 1
-                connection.answered(serial, payload, keep_alive)
+                connection.answered(serial, payload, keep_alive, sent)
 
     def overrun(self) -> None:
         """A request ran past the budget and was answered 504; its thread stays stuck in the app."""
@@ -171,10 +225,9 @@ class Edge:
     def sweep(self) -> None:
         """Expire connections past their phase's deadline; then the owner's tick (heartbeat)."""
         try:
+            self.collect()  # answers pool threads wrote: those connections are no longer running
             now = self.now()
             for connection in [c for c in self.connections if c.deadline <= now]:
-                if connection.phase == RUNNING:
-                    self.running -= 1  # no longer waited for
                 try:
                     connection.expire()
                 except Exception:  # one broken socket must not stop the deadlines of all the others
@@ -200,6 +253,7 @@ class Edge:
         deadline = self.now() + grace
         while self.running > 0 and self.now() < deadline:
             await asyncio.sleep(0.05)
+            self.collect()
         if self.running:
             logger.warning("stopping with %d request(s) still running after %g s", self.running, grace)
         return self.running == 0
