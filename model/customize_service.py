@@ -39,6 +39,7 @@ SIDE, BOX = 28, 20        # MNIST: 28x28 field, digit fitted in a 20x20 box
 INK_LEVEL = 0.25          # fraction of the stroke level above which a pixel counts as ink when cropping
 NOISE_SIGMAS = 4.0        # ink must stand this many noise deviations off the paper
 MIN_CONTRAST = 24         # ... and at least this many gray levels: fainter than that is no digit
+SORT_LIMIT = 1024         # medians of up to this many values sort; larger ones partition
 SMALL_PIXELS = 64 * 64    # gray PNGs up to this size are unfiltered together: per-call costs are most of their cost
 JPEG_DRAFT_SIDE = 120     # JPEGs decode at 1/2..1/8 scale, keeping at least this short side: much faster
 TOP_K = 5
@@ -486,8 +487,12 @@ def mad(values):
 
 
 def middle(values):
-    """The median (the upper one of an even count): np.partition, without np.median's overheads."""
+    """The median (the upper one of an even count), without np.median's overheads."""
     rank = values.size // 2
+    if values.size <= SORT_LIMIT:
+        # A digit's levels repeat (most are 0): np.partition's introselect slows down several times
+        # on them, while a small sort does not.
+        return float(np.sort(values)[rank])
     return float(np.partition(values, rank)[rank])
 
 
