@@ -127,7 +127,8 @@ def load_point(server: Server, script: Path, connections: int, duration: float) 
     cpu = process_cpu_seconds(pids) - cpu_before
     images = figures["requests"] * BATCH_SIZE
     return {"images_per_s": round(figures["rps"] * BATCH_SIZE), "p50_ms": round(figures["p50_ms"], 1),
-            "p99_ms": round(figures["p99_ms"], 1), "errors": figures["non2xx"] + figures["errors"] + figures["timeouts"],
+            "p99_ms": round(figures["p99_ms"], 1),
+            "errors": figures["non2xx"] + figures["errors"] + figures["timeouts"],
             "server_cpu_ms_per_image": round(cpu * 1e3 / max(images, 1), 4)}
 
 

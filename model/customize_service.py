@@ -186,7 +186,7 @@ def read_gray(name, image):
     if isinstance(image, GrayPng):
         try:
             decoded = image.decode()
-        except ValueError:  # a broken zlib stream or filter byte: Pillow's reading of the file says what
+        except (ValueError, MemoryError):  # a broken stream or filter byte: Pillow's reading of the file says what
             return read_gray(name, open_with_pillow(name, io.BytesIO(image.data)))
         with Unreadable(name):
             return to_gray(reduce_large(decoded))
