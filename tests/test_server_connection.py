@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -375,3 +376,60 @@ def test_a_call_whose_client_left_is_forgotten_once_answered(live):
         time.sleep(0.1)
     time.sleep(0.6)
     assert server.overruns == [] and not server.edge.connections and server.edge.running == 0
+
+
+def read_answer(sock) -> bytes:
+    """One whole answer (head and Content-Length bytes of body) from a keep-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += received(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += received(sock)
+    assert len(body) == length  # nothing more than one answer was sent
+    return head + b"\r\n\r\n" + body
+
+
+def received(sock) -> bytes:
+    chunk = sock.recv(65536)
+    assert chunk, "the server closed the connection before its whole answer"
+    return chunk
+
+
+def test_keep_alive_answers_are_written_by_the_pool_without_waking_the_loop(live):
+    server = live()
+    wakes = []
+    collect = server.edge.write_finished
+    server.edge.write_finished = lambda: (wakes.append(1), collect())  # this edge's own hook, counted
+    with server.connect() as sock:
+        for n in range(30):
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: l\r\nContent-Length: %d\r\n\r\n" % n + b"x" * n)
+            assert b'"length": %d' % n in read_answer(sock)
+    assert len(wakes) < 5 and server.edge.running <= 1
+
+
+def test_answers_larger_than_the_socket_takes_at_once_arrive_whole_and_in_order(live):
+    server = live()
+    with server.connect() as sock:
+        time.sleep(0.1)
+        (connection,) = server.edge.connections
+        # A small send buffer on the server's side: the pool thread writes part, the loop the rest.
+        connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: l\r\n\r\n")
+        assert read_answer(sock).endswith(b"x" * 1000)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: l\r\nContent-Length: 2\r\n\r\nok")
+        assert b'"ok"' in read_answer(sock)
+
+
+def test_each_connection_gives_back_its_descriptors(live):
+    server = live()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with server.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: l\r\n\r\n")
+            read_answer(sock)
+    deadline = time.monotonic() + 5
+    while server.edge.connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.edge.connections and len(os.listdir("/proc/self/fd")) <= before
