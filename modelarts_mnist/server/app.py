@@ -17,6 +17,7 @@ from .headers import add_security_headers
 from .info import describe_model
 from .loading import WARMUP_KEY, ModelSlot, prepare_engine, warm_up
 from .requests import buffer_unsized_body, parse_request
+from .routing import ServiceFlask
 from .ui import create_ui_blueprint
 
 SLOT_KEY = "modelarts_mnist.slot"
@@ -45,7 +46,7 @@ def create_app(service: Any = None, config: ServeConfig | None = None, *,
                loader: Callable[[ServeConfig], Any] | None = None) -> Flask:
     """Build the app around `service`, or around the package in config.model_dir (loaded by loader)."""
     config = config or ServeConfig()
-    app = Flask(__name__)
+    app = ServiceFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # ModelArts answers UTF-8 as is
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the order user code chose

@@ -1,0 +1,165 @@
+"""ServiceFlask: URL adapters with the host part bound once per Host, identical to Flask's own."""
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from werkzeug.exceptions import BadHost, SecurityError
+from werkzeug.routing import Map
+
+from modelarts_mnist.server.app import ServeConfig, create_app
+from modelarts_mnist.server.routing import MAX_BOUND_HOSTS, ServiceFlask
+
+BASE = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080", "HTTP_HOST": "127.0.0.1:8080",
+        "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_CONNECTION": "keep-alive"}
+HOSTS = {
+    "loopback with port": {},
+    "upper case, default port": {"HTTP_HOST": "LOCALHOST:80"},
+    "https default port": {"HTTP_HOST": "Example.COM:443", "wsgi.url_scheme": "https"},
+    "https, same Host": {"wsgi.url_scheme": "https"},
+    "no Host": {"HTTP_HOST": None},
+    "no Host, IPv6 server": {"HTTP_HOST": None, "SERVER_NAME": "::1", "SERVER_PROTOCOL": "HTTP/1.0"},
+    "no Host, port 80": {"HTTP_HOST": None, "SERVER_PORT": "80"},
+    "no Host, port 9090": {"HTTP_HOST": None, "SERVER_PORT": "9090"},
+    "invalid characters": {"HTTP_HOST": "bad host"},
+    "UTF-8 bytes as latin-1": {"HTTP_HOST": "m\xc3\xbcnchen.example"},
+    "label over 63 octets (BadHost)": {"HTTP_HOST": "a" * 64 + ".example"},
+    "websocket upgrade": {"HTTP_CONNECTION": "keep-alive, Upgrade", "HTTP_UPGRADE": "websocket"},
+    "h2c upgrade": {"HTTP_CONNECTION": "keep-alive, Upgrade", "HTTP_UPGRADE": "h2c"},
+    "mounted under a script name": {"SCRIPT_NAME": "/app"},
+    "connection close": {"HTTP_CONNECTION": "close"},
+}
+PATHS = {
+    "root": {},
+    "page with query": {"REQUEST_METHOD": "GET", "PATH_INFO": "/ui/", "QUERY_STRING": "a=1&b=%20"},
+    "UTF-8 path as latin-1": {"PATH_INFO": "/caf\xc3\xa9", "QUERY_STRING": "q=\xc3\xa9"},
+    "invalid UTF-8": {"PATH_INFO": "/\xff\xfe"},
+    "no PATH_INFO or QUERY_STRING": {"PATH_INFO": None, "QUERY_STRING": None},
+    "empty PATH_INFO": {"PATH_INFO": ""},
+    "double slash": {"PATH_INFO": "//"},
+}
+
+
+def environ(*changes: dict) -> dict:
+    """BASE with changes applied; a None value removes the key."""
+    merged = dict(BASE)
+    for change in changes:
+        merged.update(change)
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def bind(app: Flask, env: dict) -> tuple:
+    """What app.create_url_adapter makes of env: the adapter's fields and request.host, or the error."""
+    request = app.request_class(env)
+    try:
+        adapter = app.create_url_adapter(request)
+    except Exception as exc:  # noqa: BLE001 - the error is what is compared
+        return type(exc), str(exc)
+    fields = {key: value for key, value in vars(adapter).items() if key != "map"}
+    return fields, request.host, adapter.map is app.url_map
+
+
+def with_routes(app: Flask) -> Flask:
+    app.add_url_rule("/", "predict", lambda: "", methods=["POST"])
+    app.add_url_rule("/ui/", "page", lambda: "")
+    return app
+
+
+@pytest.mark.parametrize("host", list(HOSTS.values()), ids=list(HOSTS))
+@pytest.mark.parametrize("path", list(PATHS.values()), ids=list(PATHS))
+def test_adapter_is_flasks_own_when_first_bound_and_when_reused(host, path):
+    ours, flask = with_routes(ServiceFlask(__name__)), with_routes(Flask(__name__))
+    first = bind(ours, environ(host))  # binds the host
+    assert first == bind(flask, environ(host))
+    assert bind(ours, environ(host, path)) == bind(flask, environ(host, path))  # reuses it
+
+
+CONFIG_CHANGES = [
+    lambda app: None,
+    lambda app: app.config.update(SERVER_NAME="example.com"),
+    lambda app: app.config.update(TRUSTED_HOSTS=["127.0.0.1", ".example.com"]),
+    lambda app: app.config.update(SERVER_NAME=None),
+    lambda app: setattr(app.url_map, "default_subdomain", "www"),
+    lambda app: app.config.update(TRUSTED_HOSTS=None),
+]
+
+
+def test_adapter_is_flasks_own_for_every_request_while_config_changes():
+    ours, flask = with_routes(ServiceFlask(__name__)), with_routes(Flask(__name__))
+    for change in CONFIG_CHANGES:
+        change(ours)
+        change(flask)
+        for host in HOSTS.values():
+            for path in PATHS.values():
+                assert bind(ours, environ(host, path)) == bind(flask, environ(host, path)), (host, path)
+
+
+def test_trusted_hosts_are_checked_on_every_request_and_follow_config_changes():
+    app = with_routes(ServiceFlask(__name__))
+    app.config["TRUSTED_HOSTS"] = ["good.example"]
+    good, bad = environ({"HTTP_HOST": "good.example"}), environ({"HTTP_HOST": "bad.example"})
+    assert bind(app, good)[1] == "good.example"
+    assert bind(app, good)[1] == "good.example"  # reused
+    assert bind(app, bad)[0] is SecurityError
+    assert bind(app, bad)[0] is SecurityError  # a refused Host is never kept
+    app.config["TRUSTED_HOSTS"] = ["bad.example"]
+    assert bind(app, good)[0] is SecurityError  # a Host bound under the former list is not trusted now
+    assert bind(app, bad)[1] == "bad.example"
+
+
+def test_unencodable_host_is_refused_on_every_request():
+    app = with_routes(ServiceFlask(__name__))
+    long_label = environ({"HTTP_HOST": "a" * 64 + ".example"})
+    assert bind(app, long_label)[0] is BadHost
+    assert bind(app, long_label)[0] is BadHost
+    assert app.bound_hosts == {}
+
+
+class CountingMap(Map):
+    """A URL map that counts how often it is bound to a request."""
+
+    binds = 0
+
+    def bind_to_environ(self, *args, **kwargs):
+        CountingMap.binds += 1
+        return super().bind_to_environ(*args, **kwargs)
+
+
+class CountingFlask(ServiceFlask):
+    url_map_class = CountingMap
+
+
+def test_map_is_bound_once_per_distinct_host():
+    app = with_routes(CountingFlask(__name__))
+    CountingMap.binds = 0
+    for path in PATHS.values():
+        bind(app, environ(path))
+    assert CountingMap.binds == 1
+    bind(app, environ({"HTTP_HOST": "localhost:8080"}))
+    bind(app, environ({"HTTP_HOST": "localhost:8080", "PATH_INFO": "/ui/"}))
+    assert CountingMap.binds == 2
+
+
+def test_bound_hosts_stay_bounded_against_many_host_values():
+    app = with_routes(ServiceFlask(__name__))
+    for number in range(3 * MAX_BOUND_HOSTS):
+        assert bind(app, environ({"HTTP_HOST": f"host{number}.example"}))[1] == f"host{number}.example"
+        assert len(app.bound_hosts) <= MAX_BOUND_HOSTS
+    assert bind(app, environ())[1] == "127.0.0.1:8080"
+
+
+class FakeService:
+    model_name = "fake"
+
+    def inference(self, data):
+        return {"predicted_label": "7"}
+
+
+def test_service_app_binds_its_host_once_and_still_routes_every_request():
+    app = create_app(FakeService(), ServeConfig())
+    client = app.test_client()
+    for _ in range(3):
+        assert client.post("/", data={"images": (b"x", "1.png")}).json == {"predicted_label": "7"}
+    assert client.get("/ui").status_code == 308  # werkzeug's slash redirect still made per request
+    assert client.get("/nowhere").status_code == 404
+    assert len(app.bound_hosts) == 1
