@@ -46,6 +46,14 @@ def test_a_query_parameter_overrides_the_form_field_of_its_name(size):
     assert data["top"] == "5" and list(data["images"]) == ["1.png"]
 
 
+@pytest.mark.parametrize("query", ["", "top=3", "top=", "&", "top=1&top=2&n=%E4%B8%83", "a+b=c+d"])
+def test_every_query_string_reaches_the_data_as_werkzeug_reads_it(query):
+    request = make_request(query_string=query, data={"images": (io.BytesIO(b"x"), "1.png")})
+    expected = {field: request.args.get(field) for field in request.args}
+    data = parse_request(make_request(query_string=query, data={"images": (io.BytesIO(b"x"), "1.png")}))
+    assert {field: value for field, value in data.items() if field != "images"} == expected
+
+
 def test_a_json_list_body_is_passed_through():
     body = json.dumps([{"images": "aGVsbG8="}, [1, 2]]).encode()
     assert parse_request(make_request(data=body, content_type="application/json")) == [{"images": "aGVsbG8="}, [1, 2]]

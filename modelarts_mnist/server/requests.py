@@ -59,8 +59,7 @@ def parse_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] |
 def parse_form(request: Request, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Text fields, files as {field: {filename: BytesIO}}, then query parameters (which win)."""
     request.max_form_parts = limits.max_parts
-    check_part_count(request)
-    parts = split_small_multipart(request)
+    parts = split_small_form(request, limits.max_parts)
     if parts is not None:
         texts = [(part.name, part.content.decode("utf-8", "replace")) for part in parts if part.filename is None]
         files = [(part.name, part.filename or part.name, io.BytesIO(part.content))
@@ -76,34 +75,34 @@ def parse_form(request: Request, limits: Limits = DEFAULT_LIMITS) -> dict[str, A
     if not texts and not files:
         raise InvalidInput("form body has no fields (is the multipart body complete, "
                            "with the boundary its Content-Type names?)")
-    return assemble_form(list(request.args.items()), texts, files)
+    args = list(request.args.items()) if request.query_string else []  # no query: no parse (~3 us)
+    return assemble_form(args, texts, files)
 
 
-def split_small_multipart(request: Request) -> list[Part] | None:
-    """The parts of a multipart body of known size up to FAST_PATH_BYTES, or None (werkzeug parses it)."""
-    length = request.content_length
-    if request.mimetype != "multipart/form-data" or length is None or length > FAST_PATH_BYTES:
-        return None
-    body = request.get_data(cache=True)  # kept: werkzeug re-reads it from the cache if needed
-    return split_multipart(body, request.mimetype_params.get("boundary", ""),
-                           max_parts=request.max_form_parts, max_text_bytes=request.max_form_memory_size)
+def split_small_form(request: Request, max_parts: int | None) -> list[Part] | None:
+    """The parts of a multipart body of known size up to FAST_PATH_BYTES, or None (werkzeug parses the form).
 
+    The body is read once: the parts a form body up to FAST_PATH_BYTES announces are counted on its
+    bytes before anything is split (werkzeug counts bigger bodies as it streams them), then it is split.
 
-def check_part_count(request: Request) -> None:
-    """InvalidInput when a form body up to FAST_PATH_BYTES announces more parts than allowed.
-
-    Counted on the bytes before anything is split; werkzeug counts bigger bodies as it streams them.
+    Raises:
+        InvalidInput: such a body, multipart or urlencoded, announces more than max_parts parts.
     """
-    length, limit = request.content_length, request.max_form_parts
-    if length is None or length > FAST_PATH_BYTES or limit is None:
-        return
-    body = request.get_data(cache=True)
-    if request.mimetype == "multipart/form-data":
-        count = count_parts(body, request.mimetype_params.get("boundary", ""))
-    else:  # urlencoded: fields are joined by "&"
-        count = body.count(b"&") + 1
-    if count > limit:
-        raise InvalidInput(f"form has more than {limit} parts")
+    length = request.content_length
+    if length is None or length > FAST_PATH_BYTES:
+        return None
+    multipart = request.mimetype == "multipart/form-data"
+    if max_parts is None and not multipart:
+        return None
+    body = request.get_data(cache=True)  # kept: werkzeug re-reads it from the cache if it parses the form
+    boundary = request.mimetype_params.get("boundary", "") if multipart else ""
+    if max_parts is not None:
+        count = count_parts(body, boundary) if multipart else body.count(b"&") + 1  # urlencoded: joined by "&"
+        if count > max_parts:
+            raise InvalidInput(f"form has more than {max_parts} parts")
+    if not multipart:
+        return None
+    return split_multipart(body, boundary, max_parts=max_parts, max_text_bytes=request.max_form_memory_size)
 
 
 def assemble_form(args: list[tuple[str, str]], texts: list[tuple[str, str]],
