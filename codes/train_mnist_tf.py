@@ -53,16 +53,42 @@ def parse_args(argv=None):
     parser.add_argument("--data_url", required=True, help="folder with the four MNIST IDX files (raw or .gz)")
     parser.add_argument("--train_url", required=True,
                         help="output folder of this run (the version folder): model/, metrics.json, events")
-    parser.add_argument("--max_steps", type=int, default=600, help="training steps (batches)")
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--max_steps", type=positive_int, default=600, help="training steps (batches)")
+    parser.add_argument("--batch_size", type=positive_int, default=128)
     parser.add_argument("--learning_rate", type=float, default=0.003, help="peak learning rate (Adam)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
                         help="cnn (default) or mlp, the tutorial's Dense(128) network")
-    parser.add_argument("--eval_every", type=int, default=200, help="steps between evaluations")
+    parser.add_argument("--eval_every", type=positive_int, default=200, help="steps between evaluations")
     parser.add_argument("--augment", type=float, default=1.0,
                         help="strength of the random shift/rotation/zoom augmentation (0: off)")
+    parser.add_argument("--width", type=positive_int, default=1,
+                        help="cnn: multiplies its filters and hidden units (2 for the full 60,000 images, README.md)")
+    parser.add_argument("--label_smoothing", type=fraction, default=0.1,
+                        help="share of each target spread over all classes (0: plain cross-entropy)")
     return parser.parse_known_args(argv)
+
+
+def positive_int(text):
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def fraction(text):
+    """An argparse type: a number from 0 up to, not including, 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 up to (not including) 1")
+    return value
 
 
 # ---------------------------------------------------------------- data
@@ -107,8 +133,8 @@ def load_mnist(data_url):
 # ---------------------------------------------------------------- model
 
 
-def build_model(kind="cnn"):
-    """A Keras model from pixels scaled to [0, 1], [N,784], to logits [N,10]."""
+def build_model(kind="cnn", width=1):
+    """A Keras model from pixels scaled to [0, 1], [N,784], to logits [N,10]; width multiplies the cnn's size."""
     layers = tf.keras.layers
     stem = [tf.keras.Input((IMAGE_PIXELS,))]
     if kind == "mlp":  # the tutorial's network
@@ -124,10 +150,10 @@ def build_model(kind="cnn"):
     # digit in a quarter of the compute (benchmarks/train_bench.py, benchmarks/serve_bench.py).
     return tf.keras.Sequential(stem + [
         layers.Reshape((SIDE, SIDE, 1)),
-        *conv(16, 5), layers.MaxPooling2D(),
-        *conv(32, 5), layers.MaxPooling2D(),
+        *conv(16 * width, 5), layers.MaxPooling2D(),
+        *conv(32 * width, 5), layers.MaxPooling2D(),
         layers.Flatten(),
-        layers.Dense(128, use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU(),
+        layers.Dense(128 * width, use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU(),
         layers.Dropout(0.3),
         layers.Dense(NUM_CLASSES),
     ])
@@ -246,7 +272,15 @@ def classification_metrics(labels, predictions):
             "recall": float(recall[present].mean()), "f1": float(f1[present].mean())}
 
 
-def make_train_step(model, optimizer, augment):
+def training_loss(labels, logits, smoothing=0.0):
+    """Mean cross-entropy against the labels, each target softened by `smoothing` (0: the plain sparse loss)."""
+    if not smoothing:
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    targets = tf.one_hot(labels, NUM_CLASSES) * (1 - smoothing) + smoothing / NUM_CLASSES
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits))
+
+
+def make_train_step(model, optimizer, augment, smoothing=0.0):
     """A compiled step: augment a batch of raw pixels, scale it, one Adam update; returns the batch loss."""
 
     @tf.function
@@ -256,7 +290,7 @@ def make_train_step(model, optimizer, augment):
             batch = augment_images(batch, augment)
         with tf.GradientTape() as tape:
             logits = model(scale_pixels(batch), training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            loss = training_loss(labels, logits, smoothing)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -276,8 +310,9 @@ def train(args, out_dir, datasets=None):
     datasets = datasets or load_mnist(args.data_url)
     (train_x, train_y), (test_x, test_y) = datasets["train"], datasets["test"]
     set_seeds(args.seed)
-    model = build_model(args.model)
-    step = make_train_step(model, make_optimizer(args), args.augment if args.model == "cnn" else 0)
+    model = build_model(args.model, args.width)
+    step = make_train_step(model, make_optimizer(args), args.augment if args.model == "cnn" else 0,
+                           args.label_smoothing)
     writer = tf.summary.create_file_writer(str(out_dir))
     images, labels = tf.constant(train_x), tf.constant(train_y)
     started = time.monotonic()

@@ -32,6 +32,40 @@ def test_unknown_arguments_are_tolerated(boot_module):
     assert unknown == ["--num_gpus=1", "--init_method", "tcp://x"]
 
 
+@pytest.mark.parametrize("flag, value", [("--width", "0"), ("--max_steps", "-5"), ("--batch_size", "many"),
+                                         ("--eval_every", "0")])
+def test_sizes_below_one_are_refused_naming_the_flag(boot_module, flag, value, capsys):
+    with pytest.raises(SystemExit):
+        boot_module.parse_args(["--data_url=d", "--train_url=t", flag, value])
+    assert f"argument {flag}: '{value}' is not a whole number of at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan", "a tenth"])
+def test_label_smoothing_outside_zero_to_one_is_refused(boot_module, value, capsys):
+    with pytest.raises(SystemExit):
+        boot_module.parse_args(["--data_url=d", "--train_url=t", "--label_smoothing", value])
+    assert f"argument --label_smoothing: '{value}' is not a number from 0 up to (not including) 1" \
+        in capsys.readouterr().err
+
+
+def test_training_loss_softens_each_target_by_the_smoothing(boot_module):
+    logits = np.array([[2.0, 0.5] + [0.0] * 8, [0.0] * 9 + [3.0]], np.float32)
+    labels = np.array([0, 9], np.int64)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    plain = -log_p[[0, 1], labels].mean()
+    soft = -((np.eye(10)[labels] * 0.9 + 0.01) * log_p).sum(1).mean()
+    assert float(boot_module.training_loss(labels, logits)) == pytest.approx(plain, rel=1e-6)
+    assert float(boot_module.training_loss(labels, logits, 0.1)) == pytest.approx(soft, rel=1e-6)
+
+
+def test_width_multiplies_the_cnn(boot_module):
+    def sizes(width):
+        model = boot_module.build_model("cnn", width)
+        return [layer.filters if hasattr(layer, "filters") else layer.units
+                for layer in model.layers if hasattr(layer, "filters") or hasattr(layer, "units")]
+    assert sizes(1) == [16, 32, 128, 10] and sizes(2) == [32, 64, 256, 10]
+
+
 def test_load_mnist_reads_gz_files(boot_module, small_dataset):
     data = boot_module.load_mnist(small_dataset)
     assert data["train"][0].shape == (1000, 784) and data["test"][0].shape == (200, 784)
@@ -182,12 +216,12 @@ def v2_scores(model_dir, images):
     return signature(images=tf.constant(images))["scores"].numpy()
 
 
-@pytest.mark.parametrize("kind", ["cnn", "mlp"])
-def test_export_scores_equal_the_keras_model(boot_module, tmp_path, embedded_arrays, kind):
+@pytest.mark.parametrize("flags", [["--model", "cnn"], ["--model", "mlp"], ["--width", "2"]])
+def test_export_scores_equal_the_keras_model(boot_module, tmp_path, embedded_arrays, flags):
     train_x, train_y, test_x, test_y = embedded_arrays
     data = {"train": (train_x[:256].reshape(-1, 784), train_y[:256].astype(np.int64)),
             "test": (test_x[:10].reshape(-1, 784), test_y[:10].astype(np.int64))}
-    model, _ = quick_train(boot_module, tmp_path, data, "--model", kind, "--max_steps", "20")  # BN stats move
+    model, _ = quick_train(boot_module, tmp_path, data, *flags, "--max_steps", "20")  # BN stats move
     images = test_x[:50].reshape(-1, 784).astype(np.float32)  # raw 0-255 pixels
     expected = tf.nn.softmax(model(images / 255, training=False)).numpy()
     boot_module.export(model, tmp_path / "model")
