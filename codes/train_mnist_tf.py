@@ -318,6 +318,7 @@ def train(args, out_dir, datasets=None):
     started = time.monotonic()
     for number, index in enumerate(batch_indices(len(train_x), args.batch_size, args.max_steps, args.seed), 1):
         step(tf.gather(images, index), tf.gather(labels, index))
+        exit_if_stopped()
         if number % args.eval_every == 0 or number == args.max_steps:
             cross_entropy, predictions = evaluate(model, test_x, test_y)
             accuracy = float(np.mean(predictions == test_y))
@@ -559,9 +560,26 @@ def run(args, mox=None):
 # ---------------------------------------------------------------- entry point
 
 
-def raise_on_sigterm(signum, frame):
-    """Turn SIGTERM (kill, platform stop) into SystemExit so the temp model folder is removed."""
-    raise SystemExit(128 + signum)
+# Stop signals received. Python prints and drops an exception raised while a finaliser runs (TensorFlow's
+# eager tensors have many), so the training loop also looks here between steps.
+STOPS = []
+
+
+def interruption(signum):
+    """The exception a stop signal ends the run with: Ctrl-C's KeyboardInterrupt, SystemExit for the others."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+
+
+def stop_on_signal(signum, frame):
+    """Record a stop signal (kill, platform stop, Ctrl-C) and raise, so the temp model folder is removed."""
+    STOPS.append(signum)
+    raise interruption(signum)
+
+
+def exit_if_stopped():
+    """Raise the stop a signal asked for, when its own exception was lost."""
+    if STOPS:
+        raise interruption(STOPS[0])
 
 
 def main(argv=None):
@@ -574,11 +592,12 @@ def main(argv=None):
         log.info("ignoring unknown arguments: %s", " ".join(unknown))
     mox = load_moxing()
     require_moxing(args, mox)
-    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
+    previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         produced = run(args, mox)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     log.info("output: %s", produced)
     return produced
 

@@ -371,6 +371,22 @@ def wait_for_training(process):
     pytest.fail("the boot file exited before training")
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception
+@pytest.mark.parametrize("signum, stop", [(signal.SIGTERM, SystemExit), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_stop_signal_lost_in_a_finaliser_still_stops_training(boot_module, tmp_path, synthetic_digits, signum, stop):
+    class Finaliser:
+        def __del__(self):
+            boot_module.stop_on_signal(signum, None)  # its exception is printed and dropped by Python
+
+    try:
+        Finaliser()
+        assert boot_module.STOPS == [signum]
+        with pytest.raises(stop):
+            quick_train(boot_module, tmp_path, injected(synthetic_digits))
+    finally:
+        boot_module.STOPS.clear()
+
+
 def test_interrupted_runs_leave_no_model(small_dataset, tmp_path):
     signals = {"int": signal.SIGINT, "term": signal.SIGTERM}
     processes = {name: start_training(small_dataset, tmp_path / name) for name in signals}
