@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from modelarts_mnist import package
+from modelarts_mnist.artifacts import INFERENCE_CODE, artifact_path
 from modelarts_mnist.errors import PackageError
 from modelarts_mnist.package import build_package, check_imports, check_package, distribution_modules
 from modelarts_mnist.package_rules import check_config
@@ -71,8 +71,9 @@ def api(config):
 
 def code_line(text, after=0):
     """Where `text` starts in the shipped customize_service.py, so edits to that file do not move the expectations."""
-    code = (Path(__file__).resolve().parents[1] / "model" / "customize_service.py").read_text()
-    return f"customize_service.py:{code[:code.index(text)].count(chr(10)) + 1 + after}"
+    code = artifact_path(INFERENCE_CODE).read_text()
+    line = code[:code.index(text)].count("\n") + 1 + after
+    return f"customize_service.py:{line}"
 
 
 BROKEN = {
