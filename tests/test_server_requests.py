@@ -9,7 +9,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from modelarts_mnist.errors import InvalidInput, PayloadTooLarge
-from modelarts_mnist.server.requests import buffer_unsized_body, parse_request
+from modelarts_mnist.server.requests import buffer_unsized_body, parse_request, read_body
 
 
 def make_request(**kwargs) -> Request:
@@ -116,6 +116,40 @@ def test_unreadable_body_raises_invalid_input():
     request = Request(environ)
     with pytest.raises(InvalidInput, match="could not be read"):
         parse_request(request)
+
+
+def edge_request(body: bytes, declared: int, content_type: str = "application/json") -> Request:
+    """A Request as the edge hands it over: the body in a BytesIO, Content-Length as the client declared it."""
+    environ = EnvironBuilder(method="POST", data=b"", content_type=content_type).get_environ()
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(declared)
+    return Request(environ)
+
+
+@pytest.mark.parametrize(("body", "declared", "position"), [
+    (b'{"images": "abc"}', 17, 0),  # the edge's body, whole: taken without reading the stream
+    (b'{"images": "abc"}', 12, 0),  # more bytes than declared: werkzeug reads the declared ones only
+    (b'{"images": "abc"}', 17, 5),  # read partly already: werkzeug's (a disconnected client)
+    (b'{"images": "abc"}', 20, 0),  # fewer bytes than declared: werkzeug's, as well
+])
+def test_read_body_returns_what_get_data_returns(body, declared, position):
+    ours, theirs = edge_request(body, declared), edge_request(body, declared)
+    for request in (ours, theirs):
+        request.environ["wsgi.input"].seek(position)
+    assert outcome(read_body, ours) == outcome(Request.get_data, theirs)
+
+
+def outcome(read, request: Request) -> tuple[str, object]:
+    """What reading the body gives: its bytes, or the type of exception raised."""
+    try:
+        return "body", read(request)
+    except Exception as exc:
+        return "raised", type(exc)
+
+
+def test_read_body_leaves_the_stream_for_werkzeugs_form_parser():
+    request = edge_request(b"a=1&b=2", 7, "application/x-www-form-urlencoded")
+    assert read_body(request, cache=True) == b"a=1&b=2"
+    assert dict(request.form) == {"a": "1", "b": "2"}
 
 
 class Trickle(io.RawIOBase):
