@@ -16,6 +16,8 @@ from typing import Any, Hashable
 from flask import Flask, Request
 from werkzeug.routing import MapAdapter
 
+from .responses import ServiceResponse
+
 # The environ values Map.bind_to_environ reads besides PATH_INFO, QUERY_STRING and REQUEST_METHOD.
 HOST_KEYS = ("HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme", "SCRIPT_NAME",
              "HTTP_CONNECTION", "HTTP_UPGRADE")
@@ -34,6 +36,8 @@ class BoundHost:
 
 class ServiceFlask(Flask):
     """The service's Flask: URL adapters reuse the host part bound for an earlier request like this one."""
+
+    response_class = ServiceResponse
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
