@@ -4,9 +4,10 @@
     └── SingleNodeService        runs the three steps, logs and records their times
         └── TfServingBaseService (tfserving_model_service.py)
 """
+import functools
 import logging
 import time
-from typing import Any, Dict
+from typing import Any, List, Sequence, Tuple
 
 from metric.metrics_manager import MetricsManager
 
@@ -51,13 +52,18 @@ class SingleNodeService(ModelService):
         Raises:
             StepFailed: a hook raised; the hook's exception is its __cause__.
         """
-        times = {}  # type: Dict[str, float]
+        verbose = logger.isEnabledFor(logging.INFO)  # asked once: a disabled log costs no formatting
+        times = []  # type: List[float]
+        start = time.perf_counter()
         for step in STEPS:
-            start = time.perf_counter()
             data = self._run_step(step, data)
-            times[step] = (time.perf_counter() - start) * 1e3
-            logger.info("%s: %.3fms", STEP_LOG[step], times[step])
-        logger.info("latency: %.3fms", sum(times.values()))
+            end = time.perf_counter()
+            times.append((end - start) * 1e3)
+            start = end
+            if verbose:
+                logger.info("%s: %.3fms", STEP_LOG[step], times[-1])
+        if verbose:
+            logger.info("latency: %.3fms", sum(times))
         record_latencies(getattr(self, "model_name", None), times)
         return data
 
@@ -82,15 +88,23 @@ class SingleNodeService(ModelService):
         return data
 
 
-def record_latencies(model_name: Any, times: Dict[str, float]) -> None:
-    """Update the model's MetricsManager latencies (ms), registering them on first use."""
+def record_latencies(model_name: Any, times: Sequence[float]) -> None:
+    """Update the model's MetricsManager latencies (ms, one per step of STEPS), registering them on first use."""
     if not isinstance(model_name, str):
         return  # a service that never set model_name has no metrics to key them by
-    if model_name + "_LatencyOverall" not in MetricsManager.metrics:
+    metrics = MetricsManager.metrics
+    keys = metric_keys(model_name)
+    if keys[-1] not in metrics:
         MetricsManager.register_model(model_name)
-    for step, milliseconds in times.items():
-        MetricsManager.metrics[model_name + "_" + STEP_METRIC[step]].update(milliseconds)
-    MetricsManager.metrics[model_name + "_LatencyOverall"].update(sum(times.values()))
+    for key, milliseconds in zip(keys, times):
+        metrics[key].update(milliseconds)
+    metrics[keys[-1]].update(sum(times))
+
+
+@functools.lru_cache(maxsize=64)
+def metric_keys(model_name: str) -> Tuple[str, ...]:
+    """The MetricsManager keys of the model's step latencies (in STEPS order), then of its overall latency."""
+    return tuple("{}_{}".format(model_name, STEP_METRIC[step]) for step in STEPS) + (model_name + "_LatencyOverall",)
 
 
 def describe(exc: BaseException) -> str:

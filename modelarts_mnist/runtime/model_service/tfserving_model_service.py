@@ -80,6 +80,8 @@ class TfServingBaseService(SingleNodeService):
 
     def _check_keys(self, data: Any) -> None:
         """The keys of data are exactly the signature's inputs (TF Serving refuses others)."""
+        if isinstance(data, dict) and data.keys() == self.signature.inputs.keys():
+            return  # the usual case, in one comparison; what is wrong otherwise is worked out below
         expected = sorted(self.signature.inputs)
         if not isinstance(data, dict):
             raise ServingInputError("_preprocess returned {}, not a dict of the signature's inputs {}".format(
@@ -177,7 +179,12 @@ def fits(shape: Sequence[int], dims: Optional[List[Optional[int]]]) -> bool:
     """TensorShape.is_compatible_with for a concrete shape: same rank, equal where the spec is known."""
     if dims is None:  # unknown rank: anything fits
         return True
-    return len(shape) == len(dims) and all(d is None or d == n for d, n in zip(dims, shape))
+    if len(shape) != len(dims):
+        return False
+    for known, size in zip(dims, shape):  # a loop, not all(generator): this runs on every request
+        if known is not None and known != size:
+            return False
+    return True
 
 
 def describe_info(info: TensorInfo) -> Dict[str, Any]:
