@@ -1,10 +1,15 @@
-"""ServiceResponse: what the server receives is exactly what werkzeug's own Response hands it."""
+"""ServiceResponse and ServiceJSONProvider: the server receives exactly what Flask's and werkzeug's own would hand it."""
 from __future__ import annotations
 
-import pytest
-from flask import Response
+import dataclasses
+import datetime
+import decimal
+import uuid
 
-from modelarts_mnist.server.responses import ServiceResponse
+import pytest
+from flask import Flask, Response
+
+from modelarts_mnist.server.responses import ServiceJSONProvider, ServiceResponse
 
 GET = {"REQUEST_METHOD": "GET", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080", "HTTP_HOST": "127.0.0.1:8080",
        "wsgi.url_scheme": "http", "SCRIPT_NAME": "", "PATH_INFO": "/ui", "QUERY_STRING": ""}
@@ -59,3 +64,41 @@ def test_the_headers_handed_over_are_a_copy():
     _, _, headers = response.get_wsgi_response({**GET, "REQUEST_METHOD": "POST"})
     headers.append(("X-Extra", "1"))
     assert "X-Extra" not in response.headers
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+OBJECTS = [
+    {"predicted_label": "7", "scores": [["7", "0.982"], ["1", "0.010"]]},
+    {"z": 1, "a": "caf\u00e9 \u6570\u5b57", "nested": {"b": [1.5, None, True]}},
+    [datetime.date(2026, 12, 3), uuid.UUID(int=7), decimal.Decimal("1.25"), Point(1, 2)],
+    "just text",
+]
+SETTINGS = [{}, {"ensure_ascii": False, "sort_keys": False}, {"compact": False}, {"debug": True},
+            {"sort_keys": False, "compact": True, "debug": True}]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("obj", OBJECTS)
+def test_json_answers_are_flasks_own(obj, settings):
+    ours, theirs = Flask("ours"), Flask("theirs")
+    ours.json = ServiceJSONProvider(ours)
+    for app in (ours, theirs):
+        app.debug = settings.get("debug", False)
+        for name in ("ensure_ascii", "sort_keys", "compact"):
+            if name in settings:
+                setattr(app.json, name, settings[name])
+    answer = ours.json.response(obj)
+    assert (answer.get_data(), answer.mimetype) == (theirs.json.response(obj).get_data(), "application/json")
+
+
+def test_a_setting_changed_after_an_answer_applies_to_the_next():
+    app = Flask("ours")
+    app.json = ServiceJSONProvider(app)
+    assert app.json.response({"a": "\u00e9"}).get_data() == b'{"a":"\\u00e9"}\n'
+    app.json.ensure_ascii = False
+    assert app.json.response({"a": "\u00e9"}).get_data() == '{"a":"\u00e9"}\n'.encode()

@@ -1,9 +1,11 @@
-"""The service's Response: a plain answer goes to WSGI as it is, without werkzeug's per-answer rework."""
+"""The service's answers: JSON encoded by a kept encoder, plain ones handed to WSGI without werkzeug's rework."""
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
 from flask import Response
+from flask.json.provider import DefaultJSONProvider
 
 # Headers werkzeug rewrites on the way out (made absolute URLs, IRIs encoded).
 REWRITTEN = ("location", "content-location")
@@ -34,3 +36,29 @@ class ServiceResponse(Response):
             return False
         names = [name.lower() for name, _ in self.headers.items()]
         return "content-length" in names and not any(name in REWRITTEN for name in names)
+
+
+class ServiceJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider; a compact answer is encoded by one JSONEncoder kept per settings.
+
+    json.dumps with keyword arguments builds a new encoder for every call. The settings stay
+    attributes, as Flask documents them: a change to one makes a new encoder on the next answer.
+    """
+
+    def __init__(self, app: Any):
+        super().__init__(app)
+        self.kept: tuple[tuple, json.JSONEncoder] | None = None  # (the settings it was made for, the encoder)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        if (self.compact is None and self._app.debug) or self.compact is False:
+            return super().response(*args, **kwargs)  # indented: as Flask writes it
+        obj = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(f"{self.encoder().encode(obj)}\n", mimetype=self.mimetype)
+
+    def encoder(self) -> json.JSONEncoder:
+        """The encoder json.dumps would make for the compact answer under the current settings."""
+        settings = (self.default, self.ensure_ascii, self.sort_keys)
+        if self.kept is None or self.kept[0] != settings:
+            self.kept = settings, json.JSONEncoder(default=self.default, ensure_ascii=self.ensure_ascii,
+                                                   sort_keys=self.sort_keys, separators=(",", ":"))
+        return self.kept[1]

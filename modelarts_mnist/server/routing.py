@@ -16,7 +16,7 @@ from typing import Any, Hashable
 from flask import Flask, Request
 from werkzeug.routing import MapAdapter
 
-from .responses import ServiceResponse
+from .responses import ServiceJSONProvider, ServiceResponse
 
 # The environ values Map.bind_to_environ reads besides PATH_INFO, QUERY_STRING and REQUEST_METHOD.
 HOST_KEYS = ("HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme", "SCRIPT_NAME",
@@ -38,6 +38,7 @@ class ServiceFlask(Flask):
     """The service's Flask: URL adapters reuse the host part bound for an earlier request like this one."""
 
     response_class = ServiceResponse
+    json_provider_class = ServiceJSONProvider
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
