@@ -31,10 +31,11 @@ class Metric:
 
     def update(self, value: float) -> None:
         """Record one observation."""
+        value = float(value)
         with self._lock:
-            self.value = float(value)
+            self.value = value
             self.count += 1
-            self.total += float(value)
+            self.total += value
 
     @property
     def mean(self) -> float:
