@@ -5,11 +5,14 @@ import io
 import json
 
 import pytest
+from flask import Flask
+from flask import request as flask_request
+from werkzeug.http import parse_options_header
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from modelarts_mnist.errors import InvalidInput, PayloadTooLarge
-from modelarts_mnist.server.requests import buffer_unsized_body, parse_request, read_body
+from modelarts_mnist.server.requests import COMMON_FORM_TYPE, buffer_unsized_body, parse_request, read_body
 
 
 def make_request(**kwargs) -> Request:
@@ -148,7 +151,7 @@ def outcome(read, request: Request) -> tuple[str, object]:
 
 def test_read_body_leaves_the_stream_for_werkzeugs_form_parser():
     request = edge_request(b"a=1&b=2", 7, "application/x-www-form-urlencoded")
-    assert read_body(request, cache=True) == b"a=1&b=2"
+    assert read_body(request) == b"a=1&b=2"
     assert dict(request.form) == {"a": "1", "b": "2"}
 
 
@@ -179,3 +182,38 @@ def test_unsized_body_over_limit_is_payload_too_large():
     environ = {"wsgi.input": Trickle(b"x" * 101), "wsgi.input_terminated": True}
     with pytest.raises(PayloadTooLarge):
         buffer_unsized_body(environ, limit=100)
+
+
+BOUNDARIES = ["------------------------d74496d66958873e", "----WebKitFormBoundary7MA4YWxkTrZu0gW",
+              "8bca7d60bd4b4207871f1526f557ca39", "a", "x" * 70, "x" * 71, "===============0123==", "b c",
+              '"quoted"', "caf\u00e9", "a;b", "a,b", "A-b_c.d"]
+SPELLINGS = ["multipart/form-data; boundary={}", "multipart/form-data;boundary={}", "Multipart/Form-Data; boundary={}",
+             "multipart/form-data; boundary={}; charset=utf-8", "multipart/form-data;  boundary={}",
+             "multipart/form-data; BOUNDARY={}", "multipart/form-data ; boundary={}"]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_the_common_form_type_is_read_as_werkzeug_reads_it(spelling, boundary):
+    header = spelling.format(boundary)
+    match = COMMON_FORM_TYPE.fullmatch(header)
+    if match:
+        mimetype, options = parse_options_header(header)
+        assert ("multipart/form-data", match[1]) == (mimetype, options.get("boundary"))
+
+
+def test_the_common_form_type_is_the_one_clients_send():
+    assert all(COMMON_FORM_TYPE.fullmatch(f"multipart/form-data; boundary={b}") for b in BOUNDARIES[:5])
+
+
+@pytest.mark.parametrize("size", [100, 101])
+def test_a_text_field_over_the_apps_limit_is_refused_as_werkzeug_refuses_it(size):
+    app = Flask(__name__)
+    app.config["MAX_FORM_MEMORY_SIZE"] = 100
+    body = (b'--zz\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + b"x" * size + b"\r\n--zz--\r\n")
+    with app.test_request_context("/", method="POST", data=body, content_type="multipart/form-data; boundary=zz"):
+        if size <= 100:
+            assert parse_request(flask_request._get_current_object()) == {"note": "x" * size}
+        else:
+            with pytest.raises(InvalidInput, match="text field over 100 bytes"):
+                parse_request(flask_request._get_current_object())

@@ -34,8 +34,7 @@ def count_parts(body: bytes, boundary: str) -> int:
     return max(0, body.count(delimiter) - body.count(delimiter + b"--"))
 
 
-def split_multipart(body: bytes, boundary: str, *, max_parts: int | None = None,
-                    max_text_bytes: int | None = None) -> list[Part] | None:
+def split_multipart(body: bytes, boundary: str, *, max_parts: int | None = None) -> list[Part] | None:
     """The parts of a complete multipart body, or None when werkzeug must parse it."""
     if not boundary or not boundary.isascii():
         return None
@@ -52,8 +51,7 @@ def split_multipart(body: bytes, boundary: str, *, max_parts: int | None = None,
     parts = []
     for piece in pieces[:-1]:
         part = split_part(piece)
-        if part is None or (part.filename is None and max_text_bytes is not None
-                            and len(part.content) > max_text_bytes):
+        if part is None:
             return None
         parts.append(part)
     return parts

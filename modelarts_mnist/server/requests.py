@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 from werkzeug.datastructures import FileStorage
@@ -16,6 +17,9 @@ from .multipart import Part, count_parts, split_multipart
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 CHUNK = 64 * 1024
 FAST_PATH_BYTES = 1024 * 1024  # bodies up to this size are split in memory; larger ones stream via werkzeug
+# The form Content-Type curl, browsers and requests send, read in one match: werkzeug's parse_options_header
+# cost ~3% of a request's CPU. Other spellings (quoted, other case or characters) are werkzeug's to parse.
+COMMON_FORM_TYPE = re.compile(r"multipart/form-data; ?boundary=([0-9A-Za-z_-]{1,70})")
 
 
 def parse_request(request: Request, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | list[Any]:
@@ -27,12 +31,14 @@ def parse_request(request: Request, limits: Limits = DEFAULT_LIMITS) -> dict[str
         InvalidInput: (MR.0101, 400) the body is neither a JSON object or list nor a form with fields,
             or it asks for more work than `limits` allow.
     """
-    mimetype = request.mimetype
+    form = COMMON_FORM_TYPE.fullmatch(request.environ.get("CONTENT_TYPE", ""))
+    mimetype = "multipart/form-data" if form else request.mimetype
     try:
-        if request.is_json:
+        if not form and request.is_json:
             data = parse_json(read_body(request), limits)
         elif mimetype in FORM_TYPES:
-            data = parse_form(request, limits, mimetype)
+            boundary = form[1] if form else request.mimetype_params.get("boundary", "")
+            data = parse_form(request, limits, mimetype, boundary)
         else:
             raise InvalidInput(f"request body must be JSON or a form (multipart/form-data), "
                                f"got Content-Type {mimetype or 'none'!r}")
@@ -56,10 +62,14 @@ def parse_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] |
     return data
 
 
-def parse_form(request: Request, limits: Limits = DEFAULT_LIMITS, mimetype: str | None = None) -> dict[str, Any]:
+def parse_form(request: Request, limits: Limits = DEFAULT_LIMITS, mimetype: str | None = None,
+               boundary: str | None = None) -> dict[str, Any]:
     """Text fields, files as {field: {filename: BytesIO}}, then query parameters (which win)."""
     request.max_form_parts = limits.max_parts
-    parts = split_small_form(request, limits.max_parts, mimetype or request.mimetype)
+    mimetype = mimetype or request.mimetype
+    if boundary is None:
+        boundary = request.mimetype_params.get("boundary", "")
+    parts = split_small_form(request, limits.max_parts, mimetype, boundary)
     if parts is not None:
         texts = [(part.name, part.content.decode("utf-8", "replace")) for part in parts if part.filename is None]
         files = [(part.name, part.filename or part.name, io.BytesIO(part.content))
@@ -79,8 +89,8 @@ def parse_form(request: Request, limits: Limits = DEFAULT_LIMITS, mimetype: str 
     return assemble_form(args, texts, files)
 
 
-def split_small_form(request: Request, max_parts: int | None, mimetype: str) -> list[Part] | None:
-    """The parts of a multipart body of known size up to FAST_PATH_BYTES, or None (werkzeug parses the form).
+def split_small_form(request: Request, max_parts: int | None, mimetype: str, boundary: str) -> list[Part] | None:
+    """The parts of a multipart body up to FAST_PATH_BYTES, or None (werkzeug parses the form).
 
     The body is read once: the parts a form body up to FAST_PATH_BYTES announces are counted on its
     bytes before anything is split (werkzeug counts bigger bodies as it streams them), then it is split.
@@ -88,37 +98,57 @@ def split_small_form(request: Request, max_parts: int | None, mimetype: str) -> 
     Raises:
         InvalidInput: such a body, multipart or urlencoded, announces more than max_parts parts.
     """
-    length = request.content_length
-    if length is None or length > FAST_PATH_BYTES:
-        return None
     multipart = mimetype == "multipart/form-data"
     if max_parts is None and not multipart:
         return None
-    body = read_body(request, cache=True)  # kept: werkzeug re-reads it from the cache if it parses the form
-    boundary = request.mimetype_params.get("boundary", "") if multipart else ""
+    body = small_body(request)
+    if body is None:
+        return None
     if max_parts is not None:
         count = count_parts(body, boundary) if multipart else body.count(b"&") + 1  # urlencoded: joined by "&"
         if count > max_parts:
             raise InvalidInput(f"form has more than {max_parts} parts")
     if not multipart:
         return None
-    return split_multipart(body, boundary, max_parts=max_parts, max_text_bytes=request.max_form_memory_size)
+    parts = split_multipart(body, boundary, max_parts=max_parts)
+    if parts and any(part.filename is None for part in parts):  # the limit is read from the app's config
+        limit = request.max_form_memory_size
+        if limit is not None and any(part.filename is None and len(part.content) > limit for part in parts):
+            return None  # werkzeug refuses it, in its words
+    return parts
 
 
-def read_body(request: Request, cache: bool = False) -> bytes:
-    """The whole body, as request.get_data(cache) returns it.
+def small_body(request: Request) -> bytes | None:
+    """The body when it is at most FAST_PATH_BYTES (read once and kept for werkzeug's form parser), else None."""
+    body = body_in_memory(request.environ)
+    if body is not None:
+        return body if len(body) <= FAST_PATH_BYTES else None
+    length = request.content_length
+    if length is None or length > FAST_PATH_BYTES:
+        return None
+    return request.get_data(cache=True)
 
-    A body the server holds in memory whole (the edge's BytesIO, unread, of the declared length) is
-    copied without being read, so werkzeug can still parse it: its stream wrapping and its size check
-    through current_app cost ~12 us a request, and the edge and the app's guard have checked the size.
+
+def read_body(request: Request) -> bytes:
+    """The whole body, as request.get_data() returns it (see body_in_memory)."""
+    body = body_in_memory(request.environ)
+    return body if body is not None else request.get_data(cache=False)
+
+
+def body_in_memory(environ: dict[str, Any]) -> bytes | None:
+    """A body the server holds in memory whole: the edge's BytesIO, unread, of the declared length.
+
+    It is copied without being read, so werkzeug can still parse it: werkzeug's stream wrapping and
+    its size check through current_app cost ~12 us a request, and the edge and the app's guard have
+    checked the size. None for any other body (a chunked one among them), which werkzeug reads.
     """
-    stream = request.environ.get("wsgi.input")
-    declared = request.environ.get("CONTENT_LENGTH")
-    if type(stream) is io.BytesIO and stream.tell() == 0 and declared and declared.isdigit():
-        body = stream.getvalue()
-        if len(body) == int(declared):
-            return body
-    return request.get_data(cache=cache)
+    stream = environ.get("wsgi.input")
+    declared = environ.get("CONTENT_LENGTH")
+    if (type(stream) is not io.BytesIO or stream.tell() != 0 or not declared or not declared.isdigit()
+            or "HTTP_TRANSFER_ENCODING" in environ):
+        return None
+    body = stream.getvalue()
+    return body if len(body) == int(declared) else None
 
 
 def assemble_form(args: list[tuple[str, str]], texts: list[tuple[str, str]],
