@@ -62,8 +62,11 @@ class MnistService(TfServingBaseService):
     """Turns uploaded images into [N, 784] float32 pixels and the model's scores into labels."""
 
     def _preprocess(self, data):
-        opened = [(name, open_image(name, source)) for name, source in list_images(data)]
-        total = sum(decoded_bytes(image) for _, image in opened)  # every header read before any pixel
+        opened, total = [], 0
+        for name, source in list_images(data):
+            image = open_image(name, source)
+            opened.append((name, image))
+            total += decoded_bytes(image)  # every header read before any pixel
         if total > MAX_REQUEST_BYTES:
             raise TypeError(f"{INPUT_NAME}: the request's {len(opened)} images decode to {total // MIB} MiB "
                             f"together, at most {MAX_REQUEST_BYTES // MIB} MiB; send fewer or smaller images")
@@ -205,9 +208,11 @@ def read_gray(name, image):
 def read_grays(opened):
     """read_gray of each of a request's opened images, in order; the small GrayPngs of one width,
     the usual batch of digits, decoded together (see unfilter_together)."""
+    if len(opened) == 1:
+        return [read_gray(*opened[0])]  # nothing to decode together
     grays = [None] * len(opened)
     widths = {}
-    for i, (_, image) in enumerate(opened if len(opened) > 1 else ()):
+    for i, (_, image) in enumerate(opened):
         if isinstance(image, GrayPng) and image.size[0] * image.size[1] <= SMALL_PIXELS:
             widths.setdefault(image.size[0], []).append(i)
     for members in widths.values():
