@@ -1,13 +1,15 @@
-"""ServiceFlask: URL adapters with the host part bound once per Host, identical to Flask's own."""
+"""ServiceFlask: URL adapters bound once per Host, ensure_sync decided once, a shared null session; all as Flask's own."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from flask import Flask
+from flask import Flask, session
 from werkzeug.exceptions import BadHost, SecurityError
 from werkzeug.routing import Map
 
 from modelarts_mnist.server.app import ServeConfig, create_app
-from modelarts_mnist.server.routing import MAX_BOUND_HOSTS, ServiceFlask
+from modelarts_mnist.server.routing import MAX_BOUND_HOSTS, MAX_SYNC_FUNCTIONS, ServiceFlask
 
 BASE = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080", "HTTP_HOST": "127.0.0.1:8080",
@@ -163,3 +165,60 @@ def test_service_app_binds_its_host_once_and_still_routes_every_request():
     assert client.get("/ui").status_code == 308  # werkzeug's slash redirect still made per request
     assert client.get("/nowhere").status_code == 404
     assert len(app.bound_hosts) == 1
+
+
+class RunsCoroutines(ServiceFlask):
+    """ServiceFlask with its own async_to_sync (Flask's needs the asgiref extra)."""
+
+    def async_to_sync(self, func):
+        return lambda *args, **kwargs: asyncio.run(func(*args, **kwargs))
+
+
+def test_async_views_still_run_and_sync_ones_are_left_as_they_are():
+    app = RunsCoroutines(__name__)
+
+    async def slow_view() -> str:
+        return "async"
+
+    def view() -> str:
+        return "sync"
+
+    wrapped = app.ensure_sync(slow_view)
+    assert wrapped is not slow_view and wrapped() == "async" and app.ensure_sync(slow_view) is wrapped
+    assert app.ensure_sync(view) is view
+
+
+def test_ensure_sync_stays_bounded_against_fresh_functions():
+    app = ServiceFlask(__name__)
+    for index in range(MAX_SYNC_FUNCTIONS * 3):
+        app.ensure_sync(lambda index=index: index)
+    assert len(app.sync_functions) <= MAX_SYNC_FUNCTIONS
+
+
+def test_requests_share_one_null_session_that_refuses_changes():
+    app = ServiceFlask(__name__)
+    sessions = []
+
+    @app.get("/s")
+    def read_session() -> str:
+        sessions.append(session._get_current_object())
+        with pytest.raises(RuntimeError, match="no secret key"):
+            session["user"] = "x"
+        return str(session.get("user"))
+
+    client = app.test_client()
+    assert [client.get("/s").text for _ in range(2)] == ["None", "None"]
+    assert sessions[0] is sessions[1] and dict(sessions[0]) == {}
+
+
+def test_with_a_secret_key_sessions_are_flasks_own():
+    app = ServiceFlask(__name__)
+    app.secret_key = "test"
+
+    @app.get("/count")
+    def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    client = app.test_client()
+    assert [client.get("/count").text for _ in range(3)] == ["1", "2", "3"]

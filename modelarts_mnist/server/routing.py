@@ -1,4 +1,9 @@
-"""Flask with the host half of its URL adapter bound once per Host, not once per request.
+"""The service's Flask: work Flask repeats alike for every request, done once.
+
+- The host half of the URL adapter is bound once per Host (below).
+- ensure_sync is decided once per view or hook (it inspected each one on every request).
+- While there is no secret key, requests share one null session (SharedNullSessions).
+- Answers are responses.ServiceResponse, JSON encoded by responses.ServiceJSONProvider.
 
 For every request Flask binds its URL map to the request's environ: werkzeug's get_host twice
 (Host header checks, trusted hosts), the Upgrade test and the IDNA encoding of the Host name,
@@ -11,9 +16,10 @@ which Flask computes up front, is left to werkzeug's lazy property: the same val
 """
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 from flask import Flask, Request
+from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.routing import MapAdapter
 
 from .responses import ServiceJSONProvider, ServiceResponse
@@ -22,6 +28,7 @@ from .responses import ServiceJSONProvider, ServiceResponse
 HOST_KEYS = ("HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme", "SCRIPT_NAME",
              "HTTP_CONNECTION", "HTTP_UPGRADE")
 MAX_BOUND_HOSTS = 64  # Host headers are the client's: past this many, the kept binds are dropped
+MAX_SYNC_FUNCTIONS = 256  # views and hooks are registered once; a caller passing fresh functions only empties it
 
 
 class BoundHost:
@@ -43,6 +50,21 @@ class ServiceFlask(Flask):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.bound_hosts: dict[Hashable, BoundHost] = {}
+        self.sync_functions: dict[Callable, Callable] = {}
+        self.session_interface = SharedNullSessions()
+
+    def ensure_sync(self, func: Callable) -> Callable:
+        """Flask's ensure_sync, decided once per function: it inspects each hook and the view on every request."""
+        try:
+            return self.sync_functions[func]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
+        if len(self.sync_functions) >= MAX_SYNC_FUNCTIONS:
+            self.sync_functions.clear()
+        sync = self.sync_functions[func] = super().ensure_sync(func)
+        return sync
 
     def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
         """Flask's adapter for request; the host part comes from bound_hosts when already bound."""
@@ -71,6 +93,21 @@ class ServiceFlask(Flask):
             trusted = tuple(trusted)
         return (*map(request.environ.get, HOST_KEYS), self.config["SERVER_NAME"], trusted,
                 url_map.host_matching, url_map.default_subdomain, self.subdomain_matching)
+
+
+class SharedNullSessions(SecureCookieSessionInterface):
+    """Flask's cookie sessions; while the app has no secret key, every request shares one null session.
+
+    The service keeps no sessions, and Flask built a NullSession (a callback dict) for each request:
+    ~2% of a request's CPU. A null session refuses every change, so one serves them all; with a
+    secret key, sessions are Flask's own.
+    """
+
+    def __init__(self) -> None:
+        self.null = self.null_session_class()
+
+    def make_null_session(self, app: Flask) -> NullSession:
+        return self.null
 
 
 def decode_wsgi(value: str | None) -> str | None:
