@@ -174,6 +174,8 @@ def open_with_pillow(name, source):
 def decoded_bytes(image):
     """Bytes of pixels that decoding `image` costs (size and mode from the header; JPEG after its draft)."""
     width, height = image.size
+    if isinstance(image, GrayPng):
+        return width * height  # 8-bit gray: a byte a pixel, stored and unpacked
     mode = image.mode
     if mode in ("1", "L", "P"):
         stored = 1
@@ -260,15 +262,8 @@ class GrayPng(object):
     interlace, a bad checksum, a chunk outside PLAIN_PNG_CHUNKS, too large a size) is Pillow's to read.
     """
 
-    mode = "L"
-    tile = ()
-
     def __init__(self, data, size, stream):
         self.data, self.size, self.stream = data, size, stream
-
-    def getbands(self):
-        """As Pillow's images: decoded_bytes reads size, mode, tile and bands."""
-        return ("L",)
 
     @classmethod
     def parse(cls, data):
@@ -410,15 +405,13 @@ def flatten_alpha(gray_alpha):
 def to_batch(grays, names):
     """The [N, 784] float32 model input of N 8-bit gray images, each made an MNIST digit by to_mnist.
 
-    A 28x28 image that is an MNIST digit already (the usual request) is taken as it is, and the
-    batch is made from the digits' bytes in one copy and one conversion: no per-image array work.
+    A 28x28 image that is an MNIST digit already (the usual request) is taken as it is.
     """
-    digits = []
-    for gray, name in zip(grays, names):
-        if gray.shape != (SIDE, SIDE) or not mnist_like(gray):
-            gray = to_mnist(gray, name)
-        digits.append(gray.tobytes())
-    return np.frombuffer(b"".join(digits), np.uint8).reshape(len(digits), SIDE * SIDE).astype(np.float32)
+    digits = [gray if gray.shape == (SIDE, SIDE) and mnist_like(gray) else to_mnist(gray, name)
+              for gray, name in zip(grays, names)]
+    # One conversion of the list: ~1 us on one digit, where joining the digits' bytes takes ~4 us
+    # (on 256 digits ~40 us slower than the join, of a ~15 ms batch).
+    return np.array(digits, np.float32).reshape(len(digits), SIDE * SIDE)
 
 
 def mnist_like(gray):
