@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_bench import (batch_json, lua_script, parse_wrk_report, process_cpu_seconds,  # noqa: E402
-                         process_tree, rss_mb, test_digits)
+                         process_tree, rss_mb, test_digits, tree_environ)
 
 from modelarts_mnist.client import is_healthy  # noqa: E402
 
@@ -46,8 +46,7 @@ def tensorflow_mapped(pid: int) -> bool:
 
 def start(tree: Path, model_dir: Path, cache: Path) -> tuple[subprocess.Popen, str, float]:
     """`serve` from tree's sources; (process, url, seconds from start to /health 200)."""
-    env = {**os.environ, "MODELARTS_MNIST_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": f"{tree}:{tree / 'modelarts_mnist' / 'runtime'}"}
+    env = {**os.environ, "MODELARTS_MNIST_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2", **tree_environ(tree)}
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "modelarts_mnist", "serve", str(model_dir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tree)

@@ -1,7 +1,7 @@
 """Our service beside peer model servers on the same work, in one run, measured the same way.
 
     python benchmarks/peer_bench.py MODEL_DIR [--peers fastapi,torchserve,litserve,bentoml]
-                                    [--duration 8] [--json-out FILE]
+                                    [--duration 8] [--json-out FILE] [--before OLD_CHECKOUT]
 
 The work: one 28x28 PNG (a real MNIST test digit) POSTed as multipart field `images`, the same
 model, the label and top-5 scores back as JSON. Peers run our SavedModel converted to TFLite on
@@ -36,7 +36,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_bench import (CONCURRENCY, Server, cpu_seconds, ensure_wrk, free_port, lua_script,  # noqa: E402
-                         memory, multipart, process_tree, run_wrk, test_digits)
+                         memory, multipart, process_tree, run_wrk, test_digits, tree_environ)
 
 PEERS_DIR = Path(__file__).parent / "peers"
 CACHE = Path(os.environ.get("MODELARTS_MNIST_PEERS", Path.home() / ".cache" / "modelarts-mnist" / "peers"))
@@ -272,15 +272,18 @@ def run_peer(peer: Peer, workdir: Path, bodies: Bodies, duration: float) -> dict
         server.stop()
 
 
-def run_ours(model_dir: Path, bodies: Bodies, duration: float) -> dict:
+def run_ours(model_dir: Path, bodies: Bodies, duration: float, tree: Path | None = None) -> dict:
+    """Our `serve` with its defaults: this checkout's, or (tree) another checkout's sources."""
     body, content_type = bodies.kinds["multipart"]
     script = bodies.scripts["multipart"]
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     server = start([sys.executable, "-m", "modelarts_mnist", "serve", str(model_dir), "--port", str(port)],
-                   url, body, content_type, {}, Path.cwd())
+                   url, body, content_type, tree_environ(tree) if tree else {}, tree or Path.cwd())
+    name, settings = ("ours, before", f"`serve` defaults from {tree}") if tree else \
+        ("ours", "`modelarts-mnist serve` defaults")
     try:
-        return measure("ours", "`modelarts-mnist serve` defaults", server, url, script, duration)
+        return measure(name, settings, server, url, script, duration)
     finally:
         server.stop()
 
@@ -300,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from: " + ", ".join(PEERS))
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--before", type=Path, help="also run `serve` from this checkout (a row 'ours, before')")
     args = parser.parse_args(argv)
     chosen = [PEERS[name] for name in args.peers.split(",") if name]
     ensure_wrk()
@@ -310,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         for peer in chosen:
             peer_python(peer)  # build before measuring anything: a build must not overlap a measurement
         rows = [run_ours(args.model_dir, bodies, args.duration)]
+        if args.before:
+            rows.append(run_ours(args.model_dir, bodies, args.duration, args.before))
         for peer in chosen:
             try:
                 rows.append(run_peer(peer, workdir, bodies, args.duration))

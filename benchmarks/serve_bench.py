@@ -236,6 +236,11 @@ def start_naive(model_dir: Path) -> Server:
     return server
 
 
+def tree_environ(tree: Path) -> dict[str, str]:
+    """The environment variables that make `python -m modelarts_mnist` (and model_service) run from `tree`'s sources."""
+    return {"PYTHONPATH": f"{tree}:{tree / 'modelarts_mnist' / 'runtime'}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -94,3 +94,8 @@ def test_multipart_and_batch_bodies_round_trip(bench):
     assert b'name="images"; filename="digit.png"' in body and b"\r\n\r\n\x89PNGdata\r\n" in body
     images = json.loads(bench.batch_json([b"a", b"bc"]))["images"]
     assert [base64.b64decode(text) for text in images] == [b"a", b"bc"]
+
+
+def test_tree_environ_runs_the_cli_and_model_service_from_that_tree(bench, tmp_path):
+    paths = bench.tree_environ(tmp_path)["PYTHONPATH"].split(":")
+    assert paths == [str(tmp_path), str(tmp_path / "modelarts_mnist" / "runtime")]
