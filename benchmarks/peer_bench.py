@@ -288,6 +288,17 @@ def run_ours(model_dir: Path, bodies: Bodies, duration: float, tree: Path | None
         server.stop()
 
 
+def with_inference_code(model_dir: Path, checkout: Path, workdir: Path) -> Path:
+    """A copy of model_dir whose customize_service.py is the checkout's model/customize_service.py (if it has one)."""
+    code = checkout / "model" / "customize_service.py"
+    if not code.is_file():
+        return model_dir
+    copy = workdir / "model-before"
+    shutil.copytree(model_dir, copy)
+    shutil.copy(code, copy / "customize_service.py")
+    return copy
+
+
 def format_table(rows: list[dict]) -> str:
     head = ("server", "c=1", "c=8", "c=32", "cpu ms/req", "RSS MB (procs)", "cold s", "failed")
     lines = [head] + [(row["server"], str(row["c1"]), str(row["c8"]), str(row["c32"]), f"{row['cpu_ms_per_req']:.3f}",
@@ -303,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from: " + ", ".join(PEERS))
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--json-out", type=Path)
-    parser.add_argument("--before", type=Path, help="also run `serve` from this checkout (a row 'ours, before')")
+    parser.add_argument("--before", type=Path, help="also run `serve` and customize_service.py from this checkout "
+                                                    "(a row 'ours, before')")
     args = parser.parse_args(argv)
     chosen = [PEERS[name] for name in args.peers.split(",") if name]
     ensure_wrk()
@@ -315,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
             peer_python(peer)  # build before measuring anything: a build must not overlap a measurement
         rows = [run_ours(args.model_dir, bodies, args.duration)]
         if args.before:
-            rows.append(run_ours(args.model_dir, bodies, args.duration, args.before))
+            rows.append(run_ours(with_inference_code(args.model_dir, args.before, workdir), bodies, args.duration,
+                                 args.before))
         for peer in chosen:
             try:
                 rows.append(run_peer(peer, workdir, bodies, args.duration))
