@@ -12,8 +12,9 @@ import pytest
 
 from modelarts_mnist.errors import MalformedHttp, PayloadTooLarge, Unauthorized
 from modelarts_mnist.server.connection import (CHUNK_COUNT_LIMIT, FIELD_COUNT_LIMIT, HEAD_LIMIT, REQUEST_LINE_LIMIT, BodyReader,
-                                               EdgeLimits, body_framing, make_environ, parse_head, render_answer,
-                                               render_error)
+                                               EdgeLimits, body_framing, header_line, make_environ, parse_head,
+                                               render_answer, render_error)
+from modelarts_mnist.server import connection
 from modelarts_mnist.server.edge import AppThreads, Edge
 
 ADDRESS = ("127.0.0.1", 80)
@@ -124,8 +125,15 @@ def test_render_error_is_the_apps_json_shape_with_a_safe_detail():
 
 
 def test_render_answer_refuses_header_injection():
-    with pytest.raises(ValueError):
-        render_answer("200 OK", [("X-A", "a\r\nSet-Cookie: x")], b"", True)
+    for _ in range(2):  # a refused line is never kept
+        with pytest.raises(ValueError):
+            render_answer("200 OK", [("X-A", "a\r\nSet-Cookie: x")], b"", True)
+
+
+def test_header_lines_kept_stay_bounded_and_are_the_ones_written():
+    for index in range(connection.HEADER_LINES_KEPT * 3):
+        assert header_line("X-Error-Detail", f"error {index}") == f"X-Error-Detail: error {index}\r\n"
+    assert len(connection._header_lines) <= connection.HEADER_LINES_KEPT
 
 
 # ---------------------------------------------------------------- a live edge
