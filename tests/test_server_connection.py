@@ -11,10 +11,10 @@ import time
 import pytest
 
 from modelarts_mnist.errors import MalformedHttp, PayloadTooLarge, Unauthorized
+from modelarts_mnist.server import connection
 from modelarts_mnist.server.connection import (CHUNK_COUNT_LIMIT, FIELD_COUNT_LIMIT, HEAD_LIMIT, REQUEST_LINE_LIMIT, BodyReader,
                                                EdgeLimits, body_framing, header_line, make_environ, parse_head,
                                                render_answer, render_error)
-from modelarts_mnist.server import connection
 from modelarts_mnist.server.edge import AppThreads, Edge
 
 ADDRESS = ("127.0.0.1", 80)

@@ -1,4 +1,4 @@
-"""ServiceResponse and ServiceJSONProvider: the server receives exactly what Flask's and werkzeug's own would hand it."""
+"""ServiceResponse and ServiceJSONProvider: the server gets exactly what Flask's and werkzeug's own would hand it."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""ServiceFlask: URL adapters bound once per Host, ensure_sync decided once, a shared null session; all as Flask's own."""
+"""ServiceFlask: adapters bound once per Host, ensure_sync decided once, a shared null session; as Flask's own."""
 from __future__ import annotations
 
 import asyncio
