@@ -5,9 +5,11 @@ import base64
 import importlib.util
 import io
 import struct
+import sys
 import time
 import tracemalloc
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +255,39 @@ def test_the_small_gray_pngs_of_a_request_decode_together_as_each_alone(cs):
 
     assert buffer(grays[0]) is buffer(grays[5]) and buffer(grays[6]) is buffer(grays[7])  # decoded together
     assert buffer(grays[0]) is not buffer(grays[6]) and buffer(grays[8]) is not buffer(grays[0])
+
+
+def test_small_pngs_decoded_in_turn_keep_their_own_pixels(cs):
+    """Small plain PNGs share one canvas per thread: each answer is its own, and stays so."""
+    files = [encode(Image.fromarray(noise_digit(seed=i))) for i in range(3)]
+    files += [encode(Image.fromarray(noise_digit((13, 9), 3))), encode(Image.fromarray(digit_bar()))]
+    chunks = split_chunks(files[0])
+    broken = join_chunks([chunks[0], (b"IDAT", chunks[1][1][:len(chunks[1][1]) // 2]), chunks[-1]])
+    expected = [np.asarray(Image.open(io.BytesIO(data))) for data in files]
+    grays = []
+    for i in (0, 1, 3, 0, 2, 4, 1):
+        assert np.array_equal(np.asarray(cs.GrayPng.parse(files[i]).decode()), expected[i])  # no fallback to Pillow
+        grays.append((i, cs.decode_image(f"{i}.png", files[i])))
+        with pytest.raises(TypeError, match="not a readable"):
+            cs.decode_image("broken.png", broken)  # fails part-way through the canvas of the size just used
+    for i, gray in grays:
+        assert np.array_equal(gray, expected[i]), i
+
+
+def test_threads_decode_small_pngs_each_on_their_own(cs):
+    files = [encode(Image.fromarray(noise_digit(seed=i))) for i in range(4)]
+    expected = [np.asarray(Image.open(io.BytesIO(data))) for data in files]
+
+    def decode_all(i):
+        return all(np.array_equal(cs.decode_image("x.png", files[i]), expected[i]) for _ in range(300))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns within a decode, if they can
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(decode_all, range(4)))
+    finally:
+        sys.setswitchinterval(interval)
 
 
 @pytest.mark.parametrize("cut", [lambda stream: stream[:len(stream) // 2],
@@ -514,6 +549,52 @@ def test_a_batch_makes_each_image_the_digit_to_mnist_makes(cs, embedded_arrays):
     for row, gray in zip(batch, grays):
         assert np.array_equal(row, cs.to_mnist(gray).ravel())
     assert not np.array_equal(batch[1], faint.ravel()) and not np.array_equal(batch[3], specked.ravel())
+
+
+def border_and_peak(gray):
+    """mnist_like's definition, in numpy: a black border all round and a pixel at full white."""
+    border = np.concatenate((gray[0], gray[-1], gray[:, 0], gray[:, -1]))
+    return not border.any() and gray.max() == 255
+
+
+def lit(shape, *pixels, level=255, seed=0):
+    """A black image with a random inside (levels below 255) and the given pixels set to level."""
+    gray = np.zeros(shape, np.uint8)
+    if shape[0] > 2 and shape[1] > 2:
+        gray[1:-1, 1:-1] = np.random.default_rng(seed).integers(0, 255, (shape[0] - 2, shape[1] - 2))
+    for row, col in pixels:
+        gray[row, col] = level
+    return gray
+
+
+MNIST_LIKE_CASES = {
+    "digit": lambda: digit_bar(),
+    "no-full-white": lambda: lit((28, 28), (14, 14), level=254),
+    "white-inside": lambda: lit((28, 28), (1, 1)),
+    "one-pixel": lambda: lit((1, 1), (0, 0)),
+    "black": lambda: lit((28, 28)),
+    "one-row": lambda: lit((1, 9), (0, 4)),
+    "one-column": lambda: lit((9, 1), (4, 0)),
+    "two-by-two": lambda: lit((2, 2)),
+    "wide": lambda: lit((30, 41), (15, 20), seed=1),
+    **{f"lit-{edge}": (lambda pixel=pixel: lit((28, 28), (14, 14), pixel, level=1))
+       for edge, pixel in {"top": (0, 9), "bottom": (27, 3), "left": (20, 0), "right": (5, 27),
+                           "corner": (27, 27), "first": (0, 0)}.items()},
+    **{f"white-{edge}": (lambda pixel=pixel: lit((30, 41), pixel))
+       for edge, pixel in {"top": (0, 9), "bottom": (29, 3), "left": (20, 0), "right": (5, 40)}.items()},
+}
+
+
+@pytest.mark.parametrize("case", list(MNIST_LIKE_CASES))
+def test_mnist_like_reads_the_border_and_peak_of_any_image(cs, case):
+    gray = MNIST_LIKE_CASES[case]()
+    assert cs.mnist_like(gray) == border_and_peak(gray)
+    assert cs.mnist_like(np.asfortranarray(gray)) == border_and_peak(gray)  # any memory layout
+
+
+def test_mnist_like_cases_cover_both_answers():
+    answers = [border_and_peak(make()) for make in MNIST_LIKE_CASES.values()]
+    assert answers.count(True) >= 3 and answers.count(False) >= 10
 
 
 def test_a_batch_names_the_image_without_ink(cs):

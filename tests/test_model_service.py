@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import model_service
+import model_service.model_service
 import pytest
 from model_service.errors import StepFailed
 from metric.metrics_manager import MetricsManager
@@ -71,6 +72,36 @@ def test_step_times_are_logged_in_the_platform_wording(caplog):
     logged = [r.getMessage() for r in caplog.records]
     for step in ("preprocess time: ", "infer time: ", "postprocess time: ", "latency: "):
         assert [line for line in logged if line.startswith(step) and line.endswith("ms")], step
+
+
+class QuietLogger:
+    """A logger with INFO off that fails the test if a line is still handed to it."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def isEnabledFor(self, level):  # noqa: N802 (logging's spelling)
+        self.asked += 1
+        return level > logging.INFO
+
+    def info(self, *args):
+        raise AssertionError(f"logger.info called with INFO off: {args}")
+
+
+def test_step_times_cost_one_level_check_when_info_is_off(monkeypatch):
+    quiet = QuietLogger()
+    monkeypatch.setattr(model_service.model_service, "logger", quiet)
+    assert RecordingService().inference({}) == {"predicted_label": "1"}
+    assert quiet.asked == 1
+
+
+def test_metrics_cleared_between_requests_are_registered_again():
+    service = RecordingService()
+    service.inference({})
+    MetricsManager.metrics.clear()
+    service.inference({})
+    assert MetricsManager.metrics["fake_LatencyOverall"].count == 1
+    assert MetricsManager.metrics["fake_LatencyPreprocess"].count == 1
 
 
 def test_each_request_updates_the_models_latency_metrics():
