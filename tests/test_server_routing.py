@@ -9,7 +9,7 @@ from werkzeug.exceptions import BadHost, SecurityError
 from werkzeug.routing import Map
 
 from modelarts_mnist.server.app import ServeConfig, create_app
-from modelarts_mnist.server.routing import MAX_BOUND_HOSTS, MAX_SYNC_FUNCTIONS, ServiceFlask
+from modelarts_mnist.server.routing import MAX_BOUND_HOSTS, MAX_KEPT_MATCHES, MAX_SYNC_FUNCTIONS, ServiceFlask
 
 BASE = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080", "HTTP_HOST": "127.0.0.1:8080",
@@ -57,7 +57,7 @@ def bind(app: Flask, env: dict) -> tuple:
         adapter = app.create_url_adapter(request)
     except Exception as exc:  # noqa: BLE001 - the error is what is compared
         return type(exc), str(exc)
-    fields = {key: value for key, value in vars(adapter).items() if key != "map"}
+    fields = {key: value for key, value in vars(adapter).items() if key not in ("map", "kept")}
     return fields, request.host, adapter.map is app.url_map
 
 
@@ -148,6 +148,75 @@ def test_bound_hosts_stay_bounded_against_many_host_values():
         assert bind(app, environ({"HTTP_HOST": f"host{number}.example"}))[1] == f"host{number}.example"
         assert len(app.bound_hosts) <= MAX_BOUND_HOSTS
     assert bind(app, environ())[1] == "127.0.0.1:8080"
+
+
+def with_view_routes(app: Flask) -> Flask:
+    """with_routes, and rules with arguments, a redirect, defaults and a method-only rule."""
+    with_routes(app)
+    app.add_url_rule("/files/<path:name>", "file", lambda name: name)
+    app.add_url_rule("/items/<int:number>", "item", lambda number: str(number), methods=["GET", "DELETE"])
+    app.add_url_rule("/old", "old", redirect_to="/ui/")
+    paged = lambda page: str(page)  # noqa: E731 - one view for both rules, as Flask requires
+    app.add_url_rule("/page/", "paged", paged, defaults={"page": 1})
+    app.add_url_rule("/page/<int:page>", "paged", paged)
+    return app
+
+
+MATCHES = {
+    "root POST": {}, "root GET (405)": {"REQUEST_METHOD": "GET"}, "page": {"REQUEST_METHOD": "GET", "PATH_INFO": "/ui/"},
+    "page without slash (redirect)": {"REQUEST_METHOD": "GET", "PATH_INFO": "/ui"},
+    "file": {"REQUEST_METHOD": "GET", "PATH_INFO": "/files/a/b.txt"},
+    "other file": {"REQUEST_METHOD": "GET", "PATH_INFO": "/files/c.txt"},
+    "item": {"REQUEST_METHOD": "DELETE", "PATH_INFO": "/items/42"},
+    "item, not a number (404)": {"REQUEST_METHOD": "GET", "PATH_INFO": "/items/x"},
+    "rule redirect": {"REQUEST_METHOD": "GET", "PATH_INFO": "/old"},
+    "default page (redirect)": {"REQUEST_METHOD": "GET", "PATH_INFO": "/page/1"},
+    "merged slashes (redirect)": {"REQUEST_METHOD": "GET", "PATH_INFO": "//ui/"},
+    "unknown (404)": {"PATH_INFO": "/nowhere"},
+    "HEAD": {"REQUEST_METHOD": "HEAD", "PATH_INFO": "/ui/"},
+    "OPTIONS": {"REQUEST_METHOD": "OPTIONS"},
+}
+
+
+def matched(app: Flask, env: dict) -> tuple:
+    """What Flask's request context makes of env: the rule's endpoint and arguments, or the error raised."""
+    adapter = app.create_url_adapter(app.request_class(env))
+    try:
+        rule, arguments = adapter.match(return_rule=True)
+    except Exception as exc:  # noqa: BLE001 - the error is what is compared
+        return type(exc), getattr(exc, "new_url", None), getattr(exc, "valid_methods", None)
+    return rule.endpoint, rule.rule, arguments
+
+
+def test_matches_are_werkzeugs_own_when_made_and_when_kept():
+    ours, flask = with_view_routes(ServiceFlask(__name__)), with_view_routes(Flask(__name__))
+    for _ in range(3):  # the first binds the Host, the second matches, the third reuses the kept matches
+        for name, change in MATCHES.items():
+            for query in ({}, {"QUERY_STRING": "a=1"}):
+                assert matched(ours, environ(change, query)) == matched(flask, environ(change, query)), name
+
+
+def test_kept_matches_follow_the_maps_settings_and_give_each_request_its_own_arguments():
+    ours, flask = with_view_routes(ServiceFlask(__name__)), with_view_routes(Flask(__name__))
+    file = environ(MATCHES["file"])
+    for app in (ours, flask):
+        matched(app, file)
+    arguments = ours.create_url_adapter(ours.request_class(file)).match(return_rule=True)[1]
+    arguments["name"] = "changed"
+    assert matched(ours, file) == matched(flask, file) == ("file", "/files/<path:name>", {"name": "a/b.txt"})
+    default_page = environ(MATCHES["default page (redirect)"])
+    for redirect_defaults in (False, True, False):
+        for app in (ours, flask):
+            app.url_map.redirect_defaults = redirect_defaults
+        assert matched(ours, default_page) == matched(flask, default_page)
+
+
+def test_kept_matches_stay_bounded_against_many_paths():
+    app = with_view_routes(ServiceFlask(__name__))
+    for number in range(3 * MAX_KEPT_MATCHES):
+        assert matched(app, environ({"REQUEST_METHOD": "GET", "PATH_INFO": f"/items/{number}"}))[2] == {
+            "number": number}
+    assert all(len(bound.matches) <= MAX_KEPT_MATCHES for bound in app.bound_hosts.values())
 
 
 class FakeService:

@@ -1,6 +1,7 @@
 """The service's Flask: work Flask repeats alike for every request, done once.
 
-- The host half of the URL adapter is bound once per Host (below).
+- The host half of the URL adapter is bound once per Host (below), and the matches of a Host's
+  paths are kept with it (KeptMatchAdapter).
 - ensure_sync is decided once per view or hook (it inspected each one on every request).
 - While there is no secret key, requests share one null session (SharedNullSessions).
 - Answers are responses.ServiceResponse, JSON encoded by responses.ServiceJSONProvider.
@@ -29,16 +30,45 @@ HOST_KEYS = ("HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme", "SCRI
              "HTTP_CONNECTION", "HTTP_UPGRADE")
 MAX_BOUND_HOSTS = 64  # Host headers are the client's: past this many, the kept binds are dropped
 MAX_SYNC_FUNCTIONS = 256  # views and hooks are registered once; a caller passing fresh functions only empties it
+MAX_KEPT_MATCHES = 256  # per bound Host: paths are the client's, so past this many the kept matches are dropped
 
 
 class BoundHost:
-    """What binding the URL map to one Host yields: the adapter's host half."""
+    """What binding the URL map to one Host yields: the adapter's host half, and the matches made under it."""
 
-    __slots__ = ("server_name", "script_name", "subdomain", "url_scheme")
+    __slots__ = ("server_name", "script_name", "subdomain", "url_scheme", "matches")
 
     def __init__(self, adapter: MapAdapter):
         self.server_name, self.script_name = adapter.server_name, adapter.script_name
         self.subdomain, self.url_scheme = adapter.subdomain, adapter.url_scheme
+        self.matches: dict[Hashable, tuple[Any, dict[str, Any]]] = {}
+
+
+class KeptMatchAdapter(MapAdapter):
+    """A MapAdapter whose successful matches of a request's own path and method are kept on its BoundHost.
+
+    Matching walks werkzeug's state machine (~3% of a request's CPU); its result depends only on
+    the host half (the BoundHost), the path, the method and the map's redirect_defaults (rules take
+    the map's other settings when added), as Flask does not let rules change once requests are served. Only a match is kept: redirects, 404s and 405s are
+    raised afresh by werkzeug each time. Each caller gets its own copy of the view arguments.
+    """
+
+    def __init__(self, bound: BoundHost, *args: Any):
+        super().__init__(*args)
+        self.kept = bound.matches
+
+    def match(self, path_info: str | None = None, method: str | None = None, return_rule: bool = False,
+              query_args: Any = None, websocket: bool | None = None) -> tuple[Any, Any]:
+        if path_info is not None or method is not None or websocket is not None or not return_rule:
+            return super().match(path_info, method, return_rule, query_args, websocket)
+        key = (self.path_info, self.default_method, self.map.redirect_defaults)  # the one setting match reads
+        kept = self.kept.get(key)
+        if kept is None:
+            rule, arguments = super().match(return_rule=True)
+            if len(self.kept) >= MAX_KEPT_MATCHES:
+                self.kept.clear()
+            kept = self.kept[key] = rule, dict(arguments)
+        return kept[0], dict(kept[1])
 
 
 class ServiceFlask(Flask):
@@ -82,9 +112,9 @@ class ServiceFlask(Flask):
             self.bound_hosts[key] = BoundHost(adapter)  # type: ignore[arg-type]
             return adapter
         query = environ.get("QUERY_STRING")
-        return MapAdapter(self.url_map, bound.server_name, bound.script_name, bound.subdomain, bound.url_scheme,
-                          decode_wsgi(environ.get("PATH_INFO", "/")), environ["REQUEST_METHOD"],
-                          None if query is None else decode_wsgi(query))
+        return KeptMatchAdapter(bound, self.url_map, bound.server_name, bound.script_name, bound.subdomain,
+                                bound.url_scheme, decode_wsgi(environ.get("PATH_INFO", "/")),
+                                environ["REQUEST_METHOD"], None if query is None else decode_wsgi(query))
 
     def host_key(self, request: Request) -> Hashable:
         """Everything besides path, method and query that decides the adapter (or Flask's refusal of the Host)."""
