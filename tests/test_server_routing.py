@@ -163,7 +163,8 @@ def with_view_routes(app: Flask) -> Flask:
 
 
 MATCHES = {
-    "root POST": {}, "root GET (405)": {"REQUEST_METHOD": "GET"}, "page": {"REQUEST_METHOD": "GET", "PATH_INFO": "/ui/"},
+    "root POST": {}, "root GET (405)": {"REQUEST_METHOD": "GET"},
+    "page": {"REQUEST_METHOD": "GET", "PATH_INFO": "/ui/"},
     "page without slash (redirect)": {"REQUEST_METHOD": "GET", "PATH_INFO": "/ui"},
     "file": {"REQUEST_METHOD": "GET", "PATH_INFO": "/files/a/b.txt"},
     "other file": {"REQUEST_METHOD": "GET", "PATH_INFO": "/files/c.txt"},

@@ -49,8 +49,9 @@ class KeptMatchAdapter(MapAdapter):
 
     Matching walks werkzeug's state machine (~3% of a request's CPU); its result depends only on
     the host half (the BoundHost), the path, the method and the map's redirect_defaults (rules take
-    the map's other settings when added), as Flask does not let rules change once requests are served. Only a match is kept: redirects, 404s and 405s are
-    raised afresh by werkzeug each time. Each caller gets its own copy of the view arguments.
+    the map's other settings when added), as Flask does not let rules change once requests are
+    served. Only a match is kept: redirects, 404s and 405s are raised afresh by werkzeug each time.
+    Each caller gets its own copy of the view arguments.
     """
 
     def __init__(self, bound: BoundHost, *args: Any):
