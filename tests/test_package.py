@@ -147,7 +147,7 @@ def test_each_broken_copy_gives_exactly_its_problem(tiny_package, tmp_path, case
 @pytest.mark.parametrize("breaker, text", [
     (edit_code('return answers[0] if len(answers) == 1 else answers', 'return {"label": np.int64(1)}'),
      "the answer is not JSON-encodable (Object of type int64 is not JSON serializable)"),
-    (edit_code("in list_images(data)]", "in list_images({})]"),
+    (edit_code("in list_images(data):", "in list_images({}):"),
      "failed: MnistService._preprocess raised KeyError"),
 ], ids=["numpy-int64-answer", "raises"])
 def test_smoke_request_problems_one_per_declared_request_kind(tiny_package, tmp_path, breaker, text):
