@@ -52,7 +52,7 @@ class SingleNodeService(ModelService):
         Raises:
             StepFailed: a hook raised; the hook's exception is its __cause__.
         """
-        verbose = logger.isEnabledFor(logging.INFO)  # asked once: a disabled log costs no formatting
+        verbose = logger.isEnabledFor(logging.INFO)  # asked once a request: with INFO off, no log call at all
         times = []  # type: List[float]
         start = time.perf_counter()
         for step in STEPS:
