@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import test_digits  # noqa: E402
+from serve_bench import test_digits, tree_environ  # noqa: E402
 
 SERVICE_FILES = ("model/customize_service.py", "config.json")
 BATCH_SIZE = 256
@@ -78,8 +78,7 @@ def package_for(tree: Path, model_dir: Path, folder: Path) -> Path:
 
 def measure(tree: Path, package: Path, digits: Path, calls: int) -> dict:
     """One child process of tree's sources timing package's service."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": f"{tree}:{tree / 'modelarts_mnist' / 'runtime'}"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **tree_environ(tree)}
     done = subprocess.run([sys.executable, "-c", CHILD, str(package), str(digits), str(calls)], env=env,
                           cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
