@@ -14,6 +14,9 @@ from dataclasses import dataclass
 # The Content-Disposition every common client writes; other spellings go to werkzeug.
 DISPOSITION = re.compile(r'form-data; name="([^"\\]*)"(?:; filename="([^"\\]*)")?\Z')
 HEADERS = ("content-disposition", "content-type")  # what a part may carry here; others go to werkzeug
+# That Content-Disposition, then perhaps a Content-Type, spelled as curl, browsers and requests write them.
+COMMON_HEAD = re.compile(rb'\r\nContent-Disposition: form-data; name="([^"\\\r\n]*)"(?:; filename="([^"\\\r\n]*)")?'
+                         rb'(\r\nContent-Type: [ -~]*)?\r\n\r\n')  # printable ASCII: it decodes as UTF-8
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,26 @@ def split_multipart(body: bytes, boundary: str, *, max_parts: int | None = None)
 
 
 def split_part(piece: bytes) -> Part | None:
-    """One part from the bytes between two delimiters (`\\r\\nheaders\\r\\n\\r\\ncontent`)."""
+    """One part from the bytes between two delimiters (`\\r\\nheaders\\r\\n\\r\\ncontent`).
+
+    The head every common client writes is read in one match (reading it line by line was ~4% of
+    a request's CPU); any other head is read by read_part, whose answer the match always agrees with.
+    """
+    common = COMMON_HEAD.match(piece)
+    if common is None:
+        return read_part(piece)
+    name, filename, typed = common.groups()
+    try:
+        text_name, text_filename = name.decode("utf-8"), None if filename is None else filename.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if filename is None and typed is not None:
+        return None  # a text part's charset would change how werkzeug decodes it
+    return Part(text_name, text_filename, piece[common.end():])
+
+
+def read_part(piece: bytes) -> Part | None:
+    """split_part for any head: its lines read one by one."""
     head_end = piece.find(b"\r\n\r\n")
     if head_end < 0 and piece.endswith(b"\r\n"):  # empty content: the delimiter's own CRLF ends the headers
         head_end = len(piece) - 2
