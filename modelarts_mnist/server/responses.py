@@ -32,10 +32,19 @@ class ServiceResponse(Response):
                 or environ.get("REQUEST_METHOD") == "HEAD" or getattr(self, "_on_close", None) != []):
             return False
         body = self.response
-        if type(body) is not list or not all(type(chunk) is bytes for chunk in body):
+        if type(body) is not list:
             return False
-        names = [name.lower() for name, _ in self.headers.items()]
-        return "content-length" in names and not any(name in REWRITTEN for name in names)
+        for chunk in body:  # loops, not all()/any() over generators: this runs for every answer
+            if type(chunk) is not bytes:
+                return False
+        sized = False
+        for name, _ in self.headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                sized = True
+            elif lowered in REWRITTEN:
+                return False
+        return sized
 
 
 class ServiceJSONProvider(DefaultJSONProvider):
