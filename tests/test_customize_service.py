@@ -274,6 +274,27 @@ def test_small_pngs_decoded_in_turn_keep_their_own_pixels(cs):
         assert np.array_equal(gray, expected[i]), i
 
 
+@pytest.mark.parametrize("codec_calls", [True, False], ids=["codecs-called", "public-calls"])
+def test_small_pngs_read_by_pillows_codecs_as_by_its_public_calls(cs, monkeypatch, codec_calls):
+    """codec_pixels (Pillow's codecs called directly) and the public frombytes/tobytes agree, broken streams too."""
+    assert cs.CODEC_CALLS  # this Pillow takes the direct calls: the first case is the one serving
+    monkeypatch.setattr(cs, "CODEC_CALLS", codec_calls)
+    filters = (4, 3, 2, 1, 0)
+    files = [filtered_png(noise_digit(seed=i), filters[i:] + filters[:i]) for i in range(5)]
+    files += [encode(Image.fromarray(noise_digit(size, 9))) for size in ((1, 1), (13, 9), (64, 64), (1, 64))]
+    for data in files:
+        png = cs.GrayPng.parse(data)
+        gray = png.small_pixels()
+        assert np.array_equal(gray, np.asarray(Image.open(io.BytesIO(data)))) and not gray.flags.writeable
+        assert gray.tobytes() == png.decode().tobytes()
+    chunks = split_chunks(files[0])
+    for stream, words in ((chunks[1][1][:len(chunks[1][1]) // 2], "not enough image data"),
+                          (zlib.compress(b"\x07" + zlib.decompress(chunks[1][1])[1:]), "cannot decode image data")):
+        png = cs.GrayPng.parse(join_chunks([chunks[0], (b"IDAT", stream), chunks[-1]]))
+        with pytest.raises(ValueError, match=words):
+            png.small_pixels()
+
+
 def test_threads_decode_small_pngs_each_on_their_own(cs):
     files = [encode(Image.fromarray(noise_digit(seed=i))) for i in range(4)]
     expected = [np.asarray(Image.open(io.BytesIO(data))) for data in files]
