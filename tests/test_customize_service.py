@@ -695,6 +695,17 @@ def test_postprocess_several_images_gives_a_list(cs):
     assert [a["predicted_label"] for a in answers] == ["3", "8"]
 
 
+@pytest.mark.parametrize("classes", [3, 10, 12])
+def test_postprocess_names_each_class_by_its_index_whatever_their_count(cs, classes):
+    rng = np.random.RandomState(classes)
+    scores = [float(v) for v in rng.random_sample(classes)]
+    scores[classes - 1] = scores[0]  # a tie keeps index order
+    answer = cs.MnistService._postprocess(None, {"scores": [scores]})
+    ranked = sorted(range(classes), key=lambda i: (-scores[i], i))[:5]
+    assert answer == {"predicted_label": str(ranked[0]),
+                      "scores": [[str(i), "{:.3f}".format(scores[i])] for i in ranked]}
+
+
 def test_imports_only_what_modelarts_provides(cs):
     source = artifact_path(INFERENCE_CODE).read_text()
     assert "modelarts_mnist" not in source
