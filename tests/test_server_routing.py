@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from flask import Flask, session
@@ -241,7 +242,15 @@ class RunsCoroutines(ServiceFlask):
     """ServiceFlask with its own async_to_sync (Flask's needs the asgiref extra)."""
 
     def async_to_sync(self, func):
-        return lambda *args, **kwargs: asyncio.run(func(*args, **kwargs))
+        def run(*args, **kwargs):
+            # On a thread of its own: another test may have left an event loop running on this one.
+            answers = []
+            runner = threading.Thread(target=lambda: answers.append(asyncio.run(func(*args, **kwargs))))
+            runner.start()
+            runner.join()
+            return answers[0]
+
+        return run
 
 
 def test_async_views_still_run_and_sync_ones_are_left_as_they_are():
