@@ -62,13 +62,9 @@ def parse_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] |
     return data
 
 
-def parse_form(request: Request, limits: Limits = DEFAULT_LIMITS, mimetype: str | None = None,
-               boundary: str | None = None) -> dict[str, Any]:
+def parse_form(request: Request, limits: Limits, mimetype: str, boundary: str) -> dict[str, Any]:
     """Text fields, files as {field: {filename: BytesIO}}, then query parameters (which win)."""
     request.max_form_parts = limits.max_parts
-    mimetype = mimetype or request.mimetype
-    if boundary is None:
-        boundary = request.mimetype_params.get("boundary", "")
     parts = split_small_form(request, limits.max_parts, mimetype, boundary)
     if parts is not None:
         texts = [(part.name, part.content.decode("utf-8", "replace")) for part in parts if part.filename is None]
@@ -111,9 +107,10 @@ def split_small_form(request: Request, max_parts: int | None, mimetype: str, bou
     if not multipart:
         return None
     parts = split_multipart(body, boundary, max_parts=max_parts)
-    if parts and any(part.filename is None for part in parts):  # the limit is read from the app's config
+    texts = [part for part in parts if part.filename is None] if parts else []
+    if texts:  # only then is the limit read from the app's config
         limit = request.max_form_memory_size
-        if limit is not None and any(part.filename is None and len(part.content) > limit for part in parts):
+        if limit is not None and any(len(part.content) > limit for part in texts):
             return None  # werkzeug refuses it, in its words
     return parts
 
